@@ -1,0 +1,236 @@
+"""The shell every tunekit searcher shares: one Space, metric/mode, observations, save/restore.
+
+A concrete searcher only answers "which flat configuration next?" (:meth:`SpaceSearcher.propose`) and, if it
+learns, reacts to new observations (:meth:`SpaceSearcher.observe`). Everything that speaks Ray's
+``Searcher`` contract lives here once: resolving the space from the Tuner's ``param_space``, trying
+``points_to_evaluate`` and the space's defaults first, flattening nested configs, turning reported results
+into losses (minimisation, whatever the ``mode``), skipping NaN/inf and errored trials, saying so when a
+finite space is exhausted, and round-tripping all of it through ``save``/``restore``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from ray.tune.search import Searcher
+
+from tunekit.space import Space
+
+logger = logging.getLogger(__name__)
+
+VALID_MODES = ("min", "max")
+
+
+def check_mode(mode: Optional[str]) -> Optional[str]:
+    """Return ``mode`` when it is None, "min" or "max"; raise a ValueError naming it otherwise."""
+    if mode is not None and mode not in VALID_MODES:
+        raise ValueError(f"mode={mode!r} is not accepted: use 'min' or 'max'")
+    return mode
+
+
+def finite_float(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a finite number, else None (NaN, inf, None, strings...)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def config_key(config: dict) -> str:
+    """A canonical string for a flat config, to recognise repeats."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+@dataclass
+class Observation:
+    """One finished trial: its flat config and its loss (None when it failed or never reported a finite value)."""
+
+    config: dict
+    loss: Optional[float]
+
+
+@dataclass
+class SearcherState:
+    """Everything the shell keeps; pickled by :meth:`SpaceSearcher.save` into Ray's experiment folder."""
+
+    observations: list = field(default_factory=list)
+    live: dict = field(default_factory=dict)
+    last_loss: dict = field(default_factory=dict)
+    queued_points: list = field(default_factory=list)
+    suggested_keys: set = field(default_factory=set)
+    num_suggested: int = 0
+
+
+class SpaceSearcher(Searcher):
+    """Base class for tunekit searchers (a ``ray.tune.search.Searcher``).
+
+    Args:
+        space: a :class:`tunekit.Space`, a Ray ``param_space`` dict or a ConfigSpace; None takes the Tuner's
+            ``param_space``.
+        metric, mode: what to optimise; None takes the Tuner's ``TuneConfig(metric=, mode=)``.
+        points_to_evaluate: configs (nested like ``param_space``, possibly partial: missing keys take the
+            space's defaults) tried before anything else.
+        seed: makes the run reproducible.
+    """
+
+    def __init__(
+        self,
+        space: Any = None,
+        metric: Optional[str] = None,
+        mode: Optional[str] = None,
+        points_to_evaluate: Optional[Sequence[dict]] = None,
+        seed: Optional[int] = None,
+    ):
+        super().__init__(metric=metric, mode=check_mode(mode))
+        self._seed = seed
+        self._raw_points = [dict(point) for point in (points_to_evaluate or [])]
+        self._space: Optional[Space] = None
+        self._state = SearcherState()
+        if space is not None:
+            self._set_space(Space.from_any(space))
+
+    # -- hooks for concrete searchers -------------------------------------------------------------------
+    def propose(self, trial_id: str) -> Optional[dict]:
+        """Return the next flat config, or None when this searcher has nothing to offer right now."""
+        raise NotImplementedError
+
+    def observe(self, observation: Observation) -> None:
+        """React to a finished trial (learn from it). Default: nothing beyond the shared record."""
+
+    def on_space_set(self) -> None:
+        """Called once the space is known (from the constructor or from the Tuner)."""
+
+    # -- Ray's Searcher contract ------------------------------------------------------------------------
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
+        if self._space is not None and config:
+            return False
+        if metric and not self._metric:
+            self._metric = metric
+        if mode and not self._mode:
+            self._mode = check_mode(mode)
+        if self._space is None and config:
+            self._set_space(Space.from_tune(config))
+        return True
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        self._require_ready()
+        state = self._state
+        if state.queued_points:
+            config = state.queued_points.pop(0)
+        else:
+            exhausted = self._space.cardinality is not None and len(state.suggested_keys) >= self._space.cardinality
+            if exhausted:
+                logger.warning(
+                    "%s: all %d configurations of this finite search space have been suggested; "
+                    "no more trials will start", type(self).__name__, self._space.cardinality)
+                return Searcher.FINISHED
+            config = self.propose(trial_id)
+            if config is None:
+                return None
+        state.live[trial_id] = config
+        state.suggested_keys.add(config_key(config))
+        state.num_suggested += 1
+        return self._space.unflatten(config)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._state.live:
+            return
+        if self._metric not in result:
+            raise ValueError(
+                f"trial {trial_id} reported a result without the metric {self._metric!r} that "
+                f"{type(self).__name__} optimises; it reported: {sorted(k for k in result if not k.startswith('_'))}")
+        loss = self._to_loss(result[self._metric])
+        if loss is not None:
+            self._state.last_loss[trial_id] = loss
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        config = self._state.live.pop(trial_id, None)
+        if config is None:
+            return
+        last = self._state.last_loss.pop(trial_id, None)
+        final = None if error or not result else self._to_loss(result.get(self._metric))
+        loss = None if error else (final if final is not None else last)
+        if loss is None:
+            logger.info("trial %s finished without a finite %r: recorded as failed", trial_id, self._metric)
+        observation = Observation(config=config, loss=loss)
+        self._state.observations.append(observation)
+        self.observe(observation)
+
+    def add_evaluated_point(self, parameters: dict, value: float, error: bool = False,
+                            pruned: bool = False, intermediate_values: Optional[list] = None) -> None:
+        self._require_ready()
+        config = self._space.flatten(parameters)
+        self._space.validate(config)
+        observation = Observation(config=config, loss=None if error else self._to_loss(value))
+        self._state.observations.append(observation)
+        self._state.suggested_keys.add(config_key(config))
+        self.observe(observation)
+
+    def get_state(self) -> dict:
+        return {"metric": self._metric, "mode": self._mode, "space": self._space, "state": self._state}
+
+    def set_state(self, state: dict) -> None:
+        self._metric, self._mode = state["metric"], state["mode"]
+        self._space = state["space"]
+        self._state = state["state"]
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the whole state (a pickle in Ray's experiment folder, like Ray's own searchers)."""
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.get_state(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read back what :meth:`save` wrote. Only load files this process's own experiments wrote."""
+        with open(checkpoint_path, "rb") as handle:
+            self.set_state(pickle.load(handle))
+
+    # -- shared helpers for concrete searchers ---------------------------------------------------------
+    @property
+    def space(self) -> Optional[Space]:
+        return self._space
+
+    @property
+    def observations(self) -> list:
+        """Finished trials in completion order (configs flat, losses minimised; None for failures)."""
+        return list(self._state.observations)
+
+    @property
+    def pending_configs(self) -> list:
+        """Flat configs of trials suggested but not finished (for fantasies / diversity)."""
+        return list(self._state.live.values())
+
+    def _to_loss(self, value: Any) -> Optional[float]:
+        number = finite_float(value)
+        if number is None:
+            return None
+        return number if self._mode == "min" else -number
+
+    def _set_space(self, space: Space) -> None:
+        self._space = space
+        has_defaults = any(getattr(param, "default", None) is not None for param in space.params
+                           if type(param).__name__ != "Constant")
+        points = [space.default()] if has_defaults else []
+        points += [self._complete_point(point) for point in self._raw_points]
+        self._state.queued_points = points
+        self.on_space_set()
+
+    def _complete_point(self, point: dict) -> dict:
+        config = {**self._space.default(), **self._space.flatten(point)}
+        self._space.validate(config)
+        return config
+
+    def _require_ready(self) -> None:
+        name = type(self).__name__
+        if self._space is None:
+            raise ValueError(f"{name} has no search space: pass space=... or a param_space to tune.Tuner")
+        if not self._metric or not self._mode:
+            raise ValueError(
+                f"{name} needs metric and mode: pass them to {name}(...) or to tune.TuneConfig(metric=..., mode=...)")

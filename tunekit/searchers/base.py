@@ -51,10 +51,14 @@ def config_key(config: dict) -> str:
 
 @dataclass
 class Observation:
-    """One finished trial: its flat config and its loss (None when it failed or never reported a finite value)."""
+    """One finished trial: its flat config and its loss (None when it failed or never reported a finite value).
+
+    ``trial_id`` is the Ray trial that produced it (None for points given by ``add_evaluated_point``).
+    """
 
     config: dict
     loss: Optional[float]
+    trial_id: Optional[str] = None
 
 
 @dataclass
@@ -99,7 +103,8 @@ class SpaceSearcher(Searcher):
 
     # -- hooks for concrete searchers -------------------------------------------------------------------
     def propose(self, trial_id: str) -> Optional[dict]:
-        """Return the next flat config, or None when this searcher has nothing to offer right now."""
+        """Return the next flat config, None when this searcher has nothing to offer right now, or
+        ``Searcher.FINISHED`` when it will never offer more."""
         raise NotImplementedError
 
     def observe(self, observation: Observation) -> None:
@@ -110,12 +115,12 @@ class SpaceSearcher(Searcher):
 
     # -- Ray's Searcher contract ------------------------------------------------------------------------
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        if self._space is not None and config:
-            return False
         if metric and not self._metric:
             self._metric = metric
         if mode and not self._mode:
             self._mode = check_mode(mode)
+        if self._space is not None and config:
+            return False
         if self._space is None and config:
             self._set_space(Space.from_tune(config))
         return True
@@ -133,8 +138,8 @@ class SpaceSearcher(Searcher):
                     "no more trials will start", type(self).__name__, self._space.cardinality)
                 return Searcher.FINISHED
             config = self.propose(trial_id)
-            if config is None:
-                return None
+            if config is None or config == Searcher.FINISHED:
+                return config
         state.live[trial_id] = config
         state.suggested_keys.add(config_key(config))
         state.num_suggested += 1
@@ -160,7 +165,7 @@ class SpaceSearcher(Searcher):
         loss = None if error else (final if final is not None else last)
         if loss is None:
             logger.info("trial %s finished without a finite %r: recorded as failed", trial_id, self._metric)
-        observation = Observation(config=config, loss=loss)
+        observation = Observation(config=config, loss=loss, trial_id=trial_id)
         self._state.observations.append(observation)
         self.observe(observation)
 
@@ -233,4 +238,5 @@ class SpaceSearcher(Searcher):
             raise ValueError(f"{name} has no search space: pass space=... or a param_space to tune.Tuner")
         if not self._metric or not self._mode:
             raise ValueError(
-                f"{name} needs metric and mode: pass them to {name}(...) or to tune.TuneConfig(metric=..., mode=...)")
+                f"{name} needs metric and mode: pass them to {name}(metric=..., mode=...) or to "
+                "tune.TuneConfig(metric=..., mode=...)")

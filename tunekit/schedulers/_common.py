@@ -1,0 +1,176 @@
+"""What tunekit's schedulers share: metric/mode resolution, reading a result, decision records, save/restore.
+
+Internally every scheduler works on a *score*: the metric multiplied by +1 (``mode="max"``) or -1
+(``mode="min"``), so that higher is always better. A metric that is NaN, +-inf or None has no score
+(``None``): it is never recorded in a rung or a median and the trial reporting it is treated as the worst.
+"""
+
+import logging
+import math
+import pickle
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from ray.tune.experiment import Trial
+from ray.tune.result import (
+    AUTO_RESULT_KEYS,
+    DEBUG_METRICS,
+    DEFAULT_METRIC,
+    DONE,
+    RESULT_DUPLICATE,
+    SHOULD_CHECKPOINT,
+)
+from ray.tune.schedulers.trial_scheduler import FIFOScheduler
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+#: Keys Ray fills in by itself; a result holding nothing else carries no report from the trainable
+#: (e.g. a function that returned before its first ``tune.report``), so it is skipped, not rejected.
+_RAY_KEYS = frozenset(AUTO_RESULT_KEYS + DEBUG_METRICS + (DONE, RESULT_DUPLICATE, SHOULD_CHECKPOINT))
+
+#: The action a scheduler took, as recorded in ``decisions``: Ray's three plus PROMOTE (a paused trial resumed).
+PROMOTE = "PROMOTE"
+
+
+@dataclass
+class Decision:
+    """One scheduling decision, kept in ``scheduler.decisions`` for logging and TensorBoard.
+
+    ``value`` and ``cutoff`` are in the metric's own units (not sign-flipped); ``cutoff`` is the rung
+    cut-off (ASHA) or the median (median stopping) the value was compared with, None when there was none.
+    """
+
+    trial_id: str
+    time: float
+    action: str
+    value: Optional[float]
+    cutoff: Optional[float]
+    reason: str
+    rung: Optional[float] = None
+
+
+def check_mode(mode: Optional[str]) -> None:
+    """Reject a ``mode`` other than "min", "max" or None (None: taken from the Tuner later)."""
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode={mode!r} is not accepted; use 'min', 'max' or None (taken from tune.TuneConfig).")
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Reject a non-numeric or non-positive scheduler argument, naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name}={value!r} must be a finite number.")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} must be {bound}.")
+
+
+class MetricScheduler(FIFOScheduler):
+    """Base for schedulers that compare one metric over one time attribute.
+
+    Holds ``metric``/``mode``/``time_attr``, takes metric and mode from the Tuner when not given
+    (``set_search_properties``), reads results into ``(time, score)``, keeps ``decisions`` and
+    round-trips its state through ``save``/``restore``. Subclasses only store trial ids, never Trial
+    objects, so the state pickles on its own.
+    """
+
+    _logger = logging.getLogger(__name__)
+
+    def __init__(self, time_attr: str, metric: Optional[str], mode: Optional[str]):
+        super().__init__()
+        check_mode(mode)
+        if not isinstance(time_attr, str) or not time_attr:
+            raise TypeError(f"time_attr={time_attr!r} must be the name of a reported result key.")
+        self._time_attr = time_attr
+        self._metric = metric
+        self._mode = mode
+        self.decisions: List[Decision] = []
+
+    @property
+    def mode(self) -> Optional[str]:
+        return self._mode
+
+    @property
+    def _sign(self) -> float:
+        return 1.0 if self._mode == "max" else -1.0
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+        """Take metric/mode from the Tuner; refuse (False) to overwrite ones given to the constructor."""
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        check_mode(mode)
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        if self._metric is None and self._mode:
+            self._metric = DEFAULT_METRIC
+        return True
+
+    def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
+        if not self._metric or not self._mode:
+            raise ValueError(
+                f"{type(self).__name__} has metric={self._metric!r}, mode={self._mode!r}: pass both to the "
+                "scheduler or to tune.TuneConfig(metric=..., mode=...)."
+            )
+
+    def _read(self, trial: Trial, result: Dict) -> Optional[Tuple[float, Optional[float]]]:
+        """``(time, score)`` of a result; None for a result with nothing reported by the trainable.
+
+        Raises ValueError when the trainable reported something but not the metric or the time attribute,
+        TypeError when either is not a number. ``score`` is None for NaN, +-inf or None metrics.
+        """
+        missing = [key for key in (self._metric, self._time_attr) if key not in result]
+        if missing:
+            reported = sorted(key for key in result if key not in _RAY_KEYS and not key.startswith("config/"))
+            if not reported:
+                return None
+            role = "metric" if missing[0] == self._metric else "time_attr"
+            raise ValueError(
+                f"{type(self).__name__}: trial {trial.trial_id} reported a result without {missing[0]!r} "
+                f"(the scheduler's {role}); it reported {reported}. Report it with tune.report({{...}}) "
+                f"or set {role}= to one of the reported keys."
+            )
+        time = _as_number(self._time_attr, result[self._time_attr], trial)
+        if time is None:
+            raise ValueError(
+                f"time_attr {self._time_attr!r}={result[self._time_attr]!r} of trial {trial.trial_id} is not finite."
+            )
+        value = _as_number(self._metric, result[self._metric], trial)
+        return time, None if value is None else self._sign * value
+
+    def _value(self, score: Optional[float]) -> Optional[float]:
+        """A score back in the metric's units."""
+        return None if score is None else self._sign * score
+
+    def _decide(self, decision: Decision) -> str:
+        """Keep and log one decision, returning its Ray action (PROMOTE is CONTINUE for Ray)."""
+        self.decisions.append(decision)
+        level = logging.DEBUG if decision.action == self.CONTINUE else logging.INFO
+        if self._logger.isEnabledFor(level):
+            self._logger.log(
+                level, "%s trial %s at %s=%s: %s=%s, cutoff=%s (%s)", decision.action, decision.trial_id,
+                self._time_attr, decision.time, self._metric, decision.value, decision.cutoff, decision.reason,
+            )
+        return self.CONTINUE if decision.action == PROMOTE else decision.action
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the whole scheduler state (plain ids, numbers and records) to ``checkpoint_path``."""
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(vars(self), file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load the state written by ``save``."""
+        with open(checkpoint_path, "rb") as file:
+            vars(self).update(pickle.load(file))
+
+
+def _as_number(name: str, value: Any, trial: Trial) -> Optional[float]:
+    """``float(value)``, None when it is None or not finite; TypeError for non-numbers (strings included)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name}={value!r} reported by trial {trial.trial_id} is not a number.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}={value!r} reported by trial {trial.trial_id} is not a number.") from None
+    return number if math.isfinite(number) else None

@@ -345,3 +345,38 @@ def test_bad_arguments_are_rejected():
         callback.log_scalar(None, "", 1.0, step=1)
     with pytest.raises(TypeError, match="real number"):
         callback.log_scalar(None, "cutoff", "high", step=1)
+
+
+def _train_ranked(config):
+    for step in range(1, 9):
+        tune.report({"score": config["quality"] * step, "quality": config["quality"]})
+
+
+def test_scheduler_decisions_reach_the_trial_runs(ray_session, tmp_path):
+    from tunekit.schedulers import ASHAScheduler
+
+    scheduler = ASHAScheduler(max_t=8, grace_period=2, reduction_factor=2)
+    callback = TensorBoardCallback(scheduler=scheduler)
+    results = tune.Tuner(  # best first, one at a time: the later, worse trials fall under the rung cut-offs
+        _train_ranked,
+        param_space={"quality": tune.grid_search([4.0, 3.0, 2.0, 1.0])},
+        tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler, max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[callback]),
+    ).fit()
+    logdir = os.path.join(results.experiment_path, "tensorboard")
+    runs = [_Run(os.path.join(logdir, name)) for name in os.listdir(logdir) if name.startswith("_train_ranked")]
+    by_quality = {run.scalars("quality")[0][1]: run for run in runs}
+    assert sorted(by_quality) == [1.0, 2.0, 3.0, 4.0]
+    best, worst = by_quality[4.0], by_quality[1.0]
+    assert max(step for step, _ in best.scalars("score")) == 8
+    assert all(step == 8 for step, _ in best.scalars("scheduler/stop"))  # only the stop at max_t
+    last_step = max(step for step, _ in worst.scalars("score"))
+    assert last_step < 8
+    assert worst.scalars("scheduler/stop") == [(last_step, 1.0)]
+    cutoff = dict(worst.scalars("scheduler/cutoff"))[last_step]
+    assert 1.0 * last_step < cutoff <= 4.0 * last_step
+
+
+def test_scheduler_without_decisions_is_rejected():
+    with pytest.raises(TypeError, match="scheduler"):
+        TensorBoardCallback(scheduler=FIFOScheduler())

@@ -76,11 +76,20 @@ class TensorBoardCallback(TBXLoggerCallback):
             ``tune.sample_from`` results) are shown too, their type and domain inferred.
         metrics: names of the reported metrics (nested ones as ``"a/b"``) for the HParams table;
             default: every numeric metric the trials report.
+        scheduler: a tunekit scheduler (anything with a ``decisions`` list of
+            ``tunekit.schedulers.Decision``); each decision's cut-off is written to the trial's run as
+            ``scheduler/cutoff`` and each STOP / PAUSE / PROMOTE as ``scheduler/<action>`` = 1 at its step,
+            so a user sees why a trial stopped.
     """
 
     _SAVED_FILE_TEMPLATES = []
 
-    def __init__(self, space: Space | Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None):
+    def __init__(self, space: Space | Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None,
+                 scheduler: Any = None):
+        if scheduler is not None and not isinstance(getattr(scheduler, "decisions", None), list):
+            raise TypeError(f"scheduler must be a tunekit scheduler (with a 'decisions' list), got {scheduler!r}")
+        self._scheduler = scheduler
+        self._decisions_logged = 0
         self._space_domains: dict[str, tuple[hp.Domain, str]] = {}
         self._kinds: dict[str, type] = {}
         if space is not None:
@@ -159,12 +168,14 @@ class TensorBoardCallback(TBXLoggerCallback):
         for key in [k for k in self._writers if k is not None]:
             if self._trials[key].status == Trial.PAUSED:
                 self._close(key)
+        self._log_decisions()
         self._all_finished = all(trial.is_finished() for trial in trials)
 
     def on_experiment_end(self, trials: list[Trial], **info):
         # Ray also ends a crashed or interrupted experiment (stopping its trials first, so the last loop
         # step tells); one that Tuner.restore may continue keeps TensorBoard's own table until it really
         # ends, since a config written now could not be replaced.
+        self._log_decisions()
         if self._all_finished:
             for trial in trials:  # all of them: a restored experiment did not start its finished trials
                 self._hparam_values(trial)
@@ -176,12 +187,13 @@ class TensorBoardCallback(TBXLoggerCallback):
     def get_state(self) -> dict:
         # Column types stay fixed across Tuner.restore; values and metrics are read again from the trials.
         return {"kinds": {name: kind.__name__ for name, kind in self._kinds.items()},
-                "experiment_written": self._experiment_written}
+                "experiment_written": self._experiment_written, "decisions_logged": self._decisions_logged}
 
     def set_state(self, state: dict):
         kinds = {"bool": bool, "float": float, "str": str}
         self._kinds.update({name: kinds[kind] for name, kind in state["kinds"].items()})
         self._experiment_written = state["experiment_written"]
+        self._decisions_logged = state.get("decisions_logged", 0)
 
     # --- public hook for schedulers --------------------------------------------------------------
 
@@ -204,6 +216,19 @@ class TensorBoardCallback(TBXLoggerCallback):
         self._pending[key].append((tag, float(value), int(step)))
         if self._logdir is not None and (key is None or key in self._trials):
             self._flush_pending()
+
+    def _log_decisions(self) -> None:
+        """Writes the scheduler's decisions made since the last loop step (see ``scheduler`` above)."""
+        if self._scheduler is None:
+            return
+        decisions = self._scheduler.decisions
+        for decision in decisions[self._decisions_logged:]:
+            step = int(decision.time)
+            if decision.cutoff is not None and math.isfinite(decision.cutoff):
+                self.log_scalar(decision.trial_id, "scheduler/cutoff", decision.cutoff, step)
+            if decision.action != "CONTINUE":
+                self.log_scalar(decision.trial_id, f"scheduler/{decision.action.lower()}", 1.0, step)
+        self._decisions_logged = len(decisions)
 
     # --- writers ---------------------------------------------------------------------------------
 

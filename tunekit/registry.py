@@ -1,0 +1,160 @@
+"""Searchers and schedulers by name: one table, imported lazily, options checked against the signature.
+
+An experiment file names a searcher (``gp_ei``) and a scheduler (``asha``) and gives their options by
+their Python argument names. :func:`build_searcher` / :func:`build_scheduler` find the class, refuse an
+option its constructor does not take (naming it and listing the accepted ones), and build it. A name whose
+class does not exist yet (``dyhpo`` until ``tunekit.searchers.DyHPOSearch`` is written) is refused with a
+"not available yet" error, and is picked up without any change here once the class exists.
+
+``random`` and ``grid`` are Ray's ``BasicVariantGenerator`` over ``Space.to_tune()`` or over every
+combination of a finite space; such a generator carries the ``param_space`` the Tuner must expand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from ray import tune
+from ray.tune.search import BasicVariantGenerator
+
+from tunekit.space import Space
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a searcher or scheduler lives (``"module:attribute"``) and which arguments tunekit sets itself."""
+
+    target: str
+    managed: tuple[str, ...]
+
+
+# Arguments tunekit sets itself: the space and metric/mode for searchers; schedulers get metric/mode
+# through tune.TuneConfig.
+SEARCHERS: dict[str, Entry] = {
+    "gp_ei": Entry("tunekit.searchers.gp_ei:GPEISearch", ("space", "metric", "mode")),
+    "nevergrad": Entry("tunekit.searchers.nevergrad:NevergradSearch", ("space", "metric", "mode")),
+    "dyhpo": Entry("tunekit.searchers:DyHPOSearch", ("space", "metric", "mode")),
+    "random": Entry("tunekit.registry:random_search", ("space",)),
+    "grid": Entry("tunekit.registry:grid_search", ("space",)),
+}
+SCHEDULERS: dict[str, Entry] = {
+    "asha": Entry("tunekit.schedulers.asha:ASHAScheduler", ("metric", "mode")),
+    "median": Entry("tunekit.schedulers.median:MedianStoppingScheduler", ("metric", "mode")),
+    "fifo": Entry("ray.tune.schedulers:FIFOScheduler", ()),
+}
+KINDS = {"searcher": SEARCHERS, "scheduler": SCHEDULERS}
+
+
+class OptionError(ValueError):
+    """An option a searcher or scheduler does not take (``option`` names it)."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(message)
+
+
+class SpaceVariantGenerator(BasicVariantGenerator):
+    """Ray's ``BasicVariantGenerator`` plus the ``param_space`` (Ray domains, grid lists) it expands."""
+
+    def __init__(self, param_space: dict, points_to_evaluate: Optional[list] = None, seed: Optional[int] = None):
+        super().__init__(points_to_evaluate=points_to_evaluate, random_state=seed)
+        self.param_space = param_space
+
+
+def random_search(space: Space, points_to_evaluate: Optional[Sequence[dict]] = None,
+                  seed: Optional[int] = None) -> SpaceVariantGenerator:
+    """Independent random samples of ``space`` (Ray's random sampling of ``space.to_tune()``)."""
+    points = [space.unflatten(dict(point)) for point in points_to_evaluate or []]
+    return SpaceVariantGenerator(space.to_tune(), points_to_evaluate=points or None, seed=seed)
+
+
+def grid_search(space: Space) -> SpaceVariantGenerator:
+    """Every combination of a finite ``space`` once per sample (``num_samples`` passes over the grid)."""
+    if space.cardinality is None:
+        continuous = [p.name for p in space.params if type(p).__name__ == "Float" and p.step is None]
+        raise ValueError(f"searcher 'grid' needs a finite space, but parameters {continuous} are continuous "
+                         "floats; give each a step, or use searcher 'random'")
+    grid = {param.name: tune.grid_search(grid_values(param)) for param in space.params}
+    return SpaceVariantGenerator(space.unflatten(grid))
+
+
+def grid_values(param: Any) -> list:
+    """All values a finite parameter takes, in order."""
+    kind = type(param).__name__
+    if kind == "Float":
+        return [param.decode(param.encode([param.low + k * param.step]))[0] for k in range(param.n_steps + 1)]
+    if kind == "Int":
+        return list(range(param.low, param.high + 1))
+    if kind == "Constant":
+        return [param.value]
+    return list(param.values)
+
+
+def names(kind: str) -> list[str]:
+    """The names an experiment file may give for ``kind`` ("searcher" or "scheduler")."""
+    return sorted(KINDS[kind])
+
+
+def resolve(kind: str, name: str) -> tuple[Callable, Entry]:
+    """The class (or factory) registered as ``name``; ValueError when unknown or not available yet."""
+    table = KINDS[kind]
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; accepted: {', '.join(names(kind))}")
+    entry = table[name]
+    module_name, attribute = entry.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise ValueError(f"{kind} {name!r} is not available yet in this tunekit "
+                             f"({module_name}.{attribute} does not exist)") from None
+        raise
+    if not hasattr(module, attribute):
+        raise ValueError(f"{kind} {name!r} is not available yet in this tunekit "
+                         f"({module_name}.{attribute} does not exist)")
+    return getattr(module, attribute), entry
+
+
+def accepted_options(factory: Callable, entry: Entry) -> list[str]:
+    """Keyword arguments of ``factory`` a user may set (those tunekit sets itself left out)."""
+    parameters = inspect.signature(factory).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds and p.name not in entry.managed]
+
+
+def check_options(kind: str, name: str, options: Mapping[str, Any]) -> tuple[Callable, Entry]:
+    """Resolve ``name`` and refuse options its constructor does not take (:class:`OptionError`); returns the
+    factory and its entry."""
+    factory, entry = resolve(kind, name)
+    accepted = accepted_options(factory, entry)
+    for key in options:
+        if key in entry.managed:
+            raise OptionError(key, f"option {key!r} of {kind} {name!r} is set by tunekit "
+                              "([experiment] metric/mode, [parameters]); remove it here")
+        if key not in accepted:
+            listed = ", ".join(accepted) if accepted else "none"
+            raise OptionError(key, f"unknown option {key!r} for {kind} {name!r}; accepted: {listed}")
+    return factory, entry
+
+
+def build_searcher(name: str, options: Mapping[str, Any], space: Space, metric: str, mode: str) -> Any:
+    """The searcher ``name`` for ``space`` with the user's ``options`` (ValueError/TypeError when refused).
+
+    ``metric`` and ``mode`` go to the constructor: Ray hands them to a searcher only together with a
+    non-empty ``param_space``, and a searcher that holds its space gets an empty one.
+    """
+    factory, entry = check_options("searcher", name, options)
+    given = {"space": space, "metric": metric, "mode": mode}
+    return factory(**{key: given[key] for key in entry.managed}, **options)
+
+
+def build_scheduler(name: str, options: Mapping[str, Any]) -> Any:
+    """The scheduler ``name`` with the user's ``options`` (ValueError/TypeError when refused)."""
+    factory, _ = check_options("scheduler", name, options)
+    return factory(**options)

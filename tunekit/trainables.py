@@ -6,14 +6,22 @@ included) run such code in the trial's own process with the trial's config injec
 ``set_values`` (:func:`tunekit.hpman.injected_values`), scoped to the trial so that trials sharing a worker
 process never see each other's values. The code may call ``ray.tune.report`` itself; otherwise what it
 returns (a function) or leaves in a global (a script) is reported for it.
+
+HPO4DL-style epoch-wise objectives ``objective(configuration, epoch, previous_epoch, checkpoint_path)`` run
+through :func:`epoch_trainable` (one report and one Ray checkpoint per epoch, so schedulers can pause and
+resume them); :func:`write_hpo4dl_outputs` writes HPO4DL's results CSV and best-trial checkpoint afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import inspect
+import json
 import runpy
+import shutil
 import sys
+import tempfile
 import threading
 from numbers import Real
 from pathlib import Path
@@ -154,3 +162,101 @@ def hpman_script(path: str, *, result: Optional[str] = None, metric: str = "loss
 
     trainable.__name__ = script.stem
     return trainable
+
+
+EPOCH_FILE = "tunekit_epoch.json"
+
+
+def _epoch_rows(outcome: Any, epoch: int) -> list[dict]:
+    """An HPO4DL objective's return value (a dict or a list of dicts with ``epoch`` and ``metric``) as rows."""
+    rows = [outcome] if isinstance(outcome, Mapping) else outcome
+    if not isinstance(rows, (list, tuple)) or not rows:
+        raise TypeError(f"the objective returned {outcome!r} for epoch {epoch}: return a dict or a non-empty list "
+                        "of dicts, each with 'epoch' and 'metric'")
+    for row in rows:
+        if not isinstance(row, Mapping) or "epoch" not in row or "metric" not in row:
+            raise TypeError(f"the objective returned {row!r} for epoch {epoch}: each dict needs 'epoch' and 'metric'")
+    return [dict(row) for row in rows]
+
+
+def epoch_trainable(objective: Callable[..., Any], *, checkpoint_dir_name: str = "checkpoint",
+                    max_epochs: Optional[int] = None) -> Callable[[dict], None]:
+    """A Ray function trainable running an HPO4DL objective one epoch at a time, unchanged.
+
+    ``objective(configuration, epoch, previous_epoch, checkpoint_path)`` trains from ``previous_epoch`` to
+    ``epoch`` saving what it needs under ``checkpoint_path`` and returns a dict or list of dicts with
+    ``epoch`` and ``metric``. Each returned row is reported (``metric``, ``epoch`` and any other keys) with a
+    Ray checkpoint holding ``checkpoint_dir_name/`` (the objective's files) and the epoch reached, so a paused
+    or restored trial resumes where it stopped. The trial runs until the scheduler stops it, or until
+    ``max_epochs`` when given. Optimise ``metric="metric"`` (mode as for HPO4DL's ``minimize``).
+    """
+    if not isinstance(checkpoint_dir_name, str) or not checkpoint_dir_name or "/" in checkpoint_dir_name:
+        raise ValueError(f"checkpoint_dir_name={checkpoint_dir_name!r} must be a plain folder name")
+    if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1):
+        raise ValueError(f"max_epochs={max_epochs!r} must be an integer >= 1 or None")
+
+    def trainable(config: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="tunekit_epochs_") as work:
+            history = _restore_epoch_state(Path(work))
+            previous = history[-1]["epoch"] if history else 0
+            objective_dir = Path(work) / checkpoint_dir_name
+            objective_dir.mkdir(exist_ok=True)
+            while max_epochs is None or previous < max_epochs:
+                epoch = previous + 1
+                rows = _epoch_rows(objective(dict(config), epoch, previous, str(objective_dir)), epoch)
+                for row in rows:
+                    previous = max(previous, int(row["epoch"]))
+                    history.append({"epoch": int(row["epoch"]), "metric": row["metric"]})
+                    (Path(work) / EPOCH_FILE).write_text(json.dumps(history))
+                    tune.report(row, checkpoint=tune.Checkpoint.from_directory(work))
+
+    trainable.__name__ = getattr(objective, "__name__", "epoch_trainable")
+    return trainable
+
+
+def _restore_epoch_state(work: Path) -> list[dict]:
+    """Copy the trial's Ray checkpoint (if any) into ``work``; return its history (``epoch``/``metric`` rows)."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as directory:
+        shutil.copytree(directory, work, dirs_exist_ok=True)
+    return json.loads((work / EPOCH_FILE).read_text())
+
+
+def write_hpo4dl_outputs(result_grid: Any, path: str, *, mode: str = "min") -> Path:
+    """Write HPO4DL's outputs for a finished ``tune.ResultGrid`` of :func:`epoch_trainable` trials into ``path``.
+
+    ``hpo4dl_results.csv``: one row per configuration and epoch (configuration id, trial id, epoch, metric,
+    then the configuration's values), read from each trial's last checkpoint, which carries its whole curve
+    (so it does not depend on Ray's result loggers); ``best_configuration.json``: the best configuration and
+    value; ``best_trial/``: the last checkpoint of the trial that reached the best metric. Returns ``best_trial``.
+    """
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode={mode!r} is not accepted: use 'min' or 'max'")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, best = [], None
+    sign = 1.0 if mode == "min" else -1.0
+    for number, result in enumerate(result_grid):
+        if result.checkpoint is None:
+            continue
+        with result.checkpoint.as_directory() as directory:
+            history = json.loads((Path(directory) / EPOCH_FILE).read_text())
+        for row in history:
+            rows.append({"configuration_id": number, "trial_id": Path(result.path).name, **row, **result.config})
+            if best is None or sign * float(row["metric"]) < sign * best[0]:
+                best = (float(row["metric"]), result)
+    if not rows:
+        raise ValueError("write_hpo4dl_outputs: no trial left an epoch_trainable checkpoint")
+    with open(out / "hpo4dl_results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    value, result = best
+    (out / "best_configuration.json").write_text(json.dumps({"configuration": result.config, "metric": value},
+                                                            default=str, indent=2))
+    best_dir = out / "best_trial"
+    shutil.rmtree(best_dir, ignore_errors=True)
+    result.checkpoint.to_directory(str(best_dir))
+    return best_dir

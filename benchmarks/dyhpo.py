@@ -1,0 +1,291 @@
+"""DyHPO against tunekit ASHA (stopping rule) and random search with full training, at equal epoch budgets.
+
+Learning curves are tabulated first, then every method replays them one epoch at a time on one worker, through
+the same calls Ray makes (DyHPO: ``suggest`` / the scheduler's result decision / resuming a paused trial;
+ASHA: ``on_trial_result``), so many seeds cost seconds instead of hours of training:
+
+1. ``mlp``: the quickstart MLP (examples/quickstart.py: same model, data, optimizer and epochs) trained on a
+   pool of sampled configurations; the curve tables are cached in benchmarks/results/dyhpo_mlp_curves.json.
+2. ``synthetic``: a learning-curve family (exponential approach to a configuration-dependent plateau, with
+   rates anti-correlated with quality for part of the space so early leaders are not always the final ones,
+   plus noise), a new random family per seed.
+
+Per seed, ASHA (grace_period 1, reduction_factor 3, max_t = max_epochs) runs over the whole pool in a random
+order; its total epochs E and its best loss A set the budget: DyHPO and random search get E epochs too.
+Reported: best loss after E/4, E/2 and E epochs, and epochs needed to reach A. Decision overhead is timed
+inside DyHPOSearch (every decision, model refits included) in one synthetic run of 600 epochs.
+
+A last measurement (``--utilization SECONDS``) runs DyHPO in a real ``tune.Tuner`` with 4 concurrent trials whose
+epochs sleep SECONDS, 80 epochs in all, and reports the share of worker time spent training.
+
+    python benchmarks/dyhpo.py [--seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp] [--skip-overhead]
+    python benchmarks/dyhpo.py --utilization 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from tunekit.parameters import Float
+from tunekit.schedulers.asha import ASHAScheduler
+from tunekit.schedulers.dyhpo import DyHPOScheduler
+from tunekit.searchers.dyhpo import DyHPOSearch
+from tunekit.space import Space
+
+RESULTS = Path(__file__).parent / "results"
+MLP_CURVES = RESULTS / "dyhpo_mlp_curves.json"
+
+
+# -- curve tables -------------------------------------------------------------------------------------------
+def mlp_curve(config: dict, max_epochs: int) -> list:
+    """Validation errors (1 - accuracy) per epoch of the quickstart MLP, trained as examples/quickstart.py does."""
+    from quickstart import build_model, load_data
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x_train, y_train, x_val, y_val = load_data()
+    model = build_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    errors = []
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(epoch - 1))
+        for start in range(0, len(order), int(config["batch_size"])):
+            batch = order[start:start + int(config["batch_size"])]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            errors.append(1.0 - (model(x_val).argmax(dim=1) == y_val).float().mean().item())
+    return errors
+
+
+def mlp_table(num_configs: int) -> tuple:
+    """(space, configs, curves (n, MAX_EPOCHS)) of the quickstart MLP, computed once and cached."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
+    from quickstart import MAX_EPOCHS, PARAM_SPACE
+
+    space = Space.from_tune(PARAM_SPACE)
+    if MLP_CURVES.exists():
+        cached = json.loads(MLP_CURVES.read_text())
+        if len(cached["configs"]) >= num_configs:
+            return space, cached["configs"][:num_configs], np.array(cached["curves"])[:num_configs]
+    configs = space.sample(num_configs, seed=12345)
+    started = time.perf_counter()
+    curves = [mlp_curve(config, MAX_EPOCHS) for config in configs]
+    print(f"tabulated {num_configs} MLP curves in {time.perf_counter() - started:.0f} s")
+    MLP_CURVES.write_text(json.dumps({"configs": configs, "curves": curves}))
+    return space, configs, np.array(curves)
+
+
+def synthetic_table(seed: int, num_configs: int = 150, max_epochs: int = 20) -> tuple:
+    """A learning-curve family over 3 parameters: loss(e) = plateau + (1 - plateau) exp(-rate e) + noise.
+
+    The plateau is a random quadratic bowl; in half of the space the rate falls as quality rises (good
+    configurations start slowly), so greedy first-epoch choices are misleading there.
+    """
+    rng = np.random.default_rng(seed)
+    space = Space([Float(f"x{i}", 0.0, 1.0) for i in range(3)])
+    configs = space.sample(num_configs, seed=seed)
+    X = space.encode(configs)
+    centre, weights = rng.random(3), rng.uniform(0.5, 2.0, 3)
+    plateau = 0.05 + 0.6 * ((X - centre) ** 2 * weights).sum(1) / weights.sum()
+    rate = np.where(X[:, 0] > 0.5, 0.05 + 2.0 * plateau, rng.uniform(0.1, 0.8, num_configs))
+    epochs = np.arange(1, max_epochs + 1)
+    curves = plateau[:, None] + (1 - plateau[:, None]) * np.exp(-rate[:, None] * epochs)
+    curves += rng.normal(0.0, 0.005, curves.shape)
+    return space, configs, curves
+
+
+# -- replays ------------------------------------------------------------------------------------------------
+def run_random(curves: np.ndarray, order: np.ndarray, budget: int) -> list:
+    """Losses in the order trained: each configuration fully, until the budget is spent."""
+    return [float(v) for i in order for v in curves[i]][:budget]
+
+
+def run_asha(curves: np.ndarray, order: np.ndarray) -> list:
+    """tunekit ASHA (stopping rule) over the whole pool in ``order``, one trial at a time."""
+    scheduler = ASHAScheduler(metric="loss", mode="min", max_t=curves.shape[1], grace_period=1, reduction_factor=3)
+    losses = []
+    for i in order:
+        trial = Trial("__fake", stub=True, trial_id=f"t{i}")
+        scheduler.on_trial_add(None, trial)
+        for epoch, value in enumerate(curves[i], 1):
+            losses.append(float(value))
+            result = {"training_iteration": epoch, "loss": float(value)}
+            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                break
+        scheduler.on_trial_complete(None, trial, result)
+    return losses
+
+
+def run_dyhpo(space: Space, configs: list, curves: np.ndarray, budget: int, seed: int) -> tuple:
+    """DyHPO on one worker, driven through the calls Ray's controller makes; returns (losses, searcher)."""
+    searcher = DyHPOSearch(space=space, metric="loss", mode="min", max_epochs=curves.shape[1], max_budget=budget,
+                           num_configurations=len(configs), seed=seed)
+    DyHPOScheduler(searcher).set_search_properties("loss", "min")
+    pool_order = np.random.default_rng(seed).permutation(len(configs))
+    searcher._dyhpo.pool = [configs[i] for i in pool_order]  # the tabulated configurations, in a seeded order
+    searcher._pool_X = torch.as_tensor(space.encode(searcher._dyhpo.pool))
+    losses, epochs, current, paused, number = [], {}, None, set(), 0
+    while True:
+        if current is None:
+            config = searcher.suggest(f"t{number}")
+            if isinstance(config, dict):
+                current, number = f"t{number}", number + 1
+            else:
+                current = searcher.choose_paused(dict.fromkeys(paused))
+                if current is None:
+                    break
+                paused.discard(current)
+        epoch = epochs[current] = epochs.get(current, 0) + 1
+        value = float(curves[pool_order[searcher._dyhpo.curves[current].pool_index], epoch - 1])
+        losses.append(value)
+        action = searcher.on_result(current, {"training_iteration": epoch, "loss": value})
+        searcher.on_trial_result(current, {"training_iteration": epoch, "loss": value})
+        if action == TrialScheduler.PAUSE:
+            paused.add(current)
+        if action == TrialScheduler.STOP:
+            searcher.on_trial_complete(current, {"loss": value})
+        if action != TrialScheduler.CONTINUE:
+            current = None
+    for trial_id in paused:
+        searcher.on_trial_complete(trial_id)
+    return losses, searcher
+
+
+# -- summaries ----------------------------------------------------------------------------------------------
+def best_after(losses: list, epochs: int) -> float:
+    return min(losses[:epochs]) if losses[:epochs] else math.inf
+
+
+def epochs_to_reach(losses: list, target: float) -> float:
+    hits = [i + 1 for i, value in enumerate(losses) if value <= target + 1e-12]
+    return hits[0] if hits else math.inf
+
+
+def compare(space: Space, configs: list, curves: np.ndarray, seed: int) -> dict:
+    order = np.random.default_rng(seed).permutation(len(configs))
+    asha = run_asha(curves, order)
+    budget, target = len(asha), min(asha)
+    dyhpo, searcher = run_dyhpo(space, configs, curves, budget, seed)
+    runs = {"DyHPO": dyhpo, "ASHA (stopping)": asha, "random, full training": run_random(curves, order, budget)}
+    row = {"budget": budget, "oracle": float(curves.min()), "decisions": searcher._dyhpo.counts}
+    for name, losses in runs.items():
+        row[name] = {"quarter": best_after(losses, budget // 4), "half": best_after(losses, budget // 2),
+                     "full": best_after(losses, budget), "to_asha": epochs_to_reach(losses, target),
+                     "spent": len(losses)}
+    return row
+
+
+def table(title: str, rows: list) -> str:
+    methods = ["DyHPO", "ASHA (stopping)", "random, full training"]
+    budget = np.mean([r["budget"] for r in rows])
+    lines = [f"### {title}: {len(rows)} seeds, budget = ASHA's total epochs (mean {budget:.0f})", "",
+             "| method | best loss at E/4 | at E/2 | at E | epochs to reach ASHA's final best (median; reached) |",
+             "| --- | --- | --- | --- | --- |"]
+    for method in methods:
+        cells = [np.mean([r[method][k] for r in rows]) for k in ("quarter", "half", "full")]
+        reach = [r[method]["to_asha"] / r["budget"] for r in rows]
+        finite = [x for x in reach if math.isfinite(x)]
+        median = f"{np.median(reach):.2f} E" if len(finite) > len(reach) / 2 else "> E"
+        lines.append(f"| {method} | " + " | ".join(f"{c:.4f}" for c in cells) +
+                     f" | {median}; {len(finite)}/{len(rows)} |")
+    lines.append(f"\nBest loss in the pool (oracle), mean: {np.mean([r['oracle'] for r in rows]):.4f}. "
+                 f"Per seed, DyHPO's epochs to ASHA's best / E: "
+                 + ", ".join(f"{r['DyHPO']['to_asha'] / r['budget']:.2f}" for r in rows))
+    return "\n".join(lines)
+
+
+def overhead() -> str:
+    """Per-decision time of DyHPOSearch (refits included) once it holds >= 500 observations."""
+    space, configs, curves = synthetic_table(seed=999, num_configs=400)
+    started = time.perf_counter()
+    losses, searcher = run_dyhpo(space, configs, curves, budget=600, seed=0)
+    wall = time.perf_counter() - started
+    seconds = np.array(searcher._dyhpo.decision_seconds)
+    late = seconds[-100:] * 1000
+    return (f"Decision overhead: {len(seconds)} decisions over {len(losses)} epochs, {wall:.1f} s in all; last 100 "
+            f"decisions (500+ observations): median {np.median(late):.1f} ms, mean {late.mean():.1f} ms, "
+            f"p90 {np.percentile(late, 90):.1f} ms, max {late.max():.1f} ms "
+            f"({platform.processor() or platform.machine()}, torch threads limited to 1)")
+
+
+def sleepy_curve(config: dict, epoch: int, previous_epoch: int, checkpoint_path: str) -> dict:
+    """A synthetic epoch that takes ``config["seconds"]`` of wall time (the worker is busy, not the CPU)."""
+    time.sleep(config["seconds"])
+    return {"epoch": epoch, "metric": (config["x"] - 0.7) ** 2 + math.exp(-(0.2 + config["x"]) * epoch)}
+
+
+def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str:
+    """Share of worker time spent inside epochs in a real tune.Tuner run with ``workers`` concurrent trials."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+    from ray import tune
+
+    from tunekit.trainables import epoch_trainable
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    space = Space.from_tune({"x": tune.uniform(0.0, 1.0), "seconds": epoch_seconds})
+    searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=10, max_budget=budget, seed=0)
+    with tempfile.TemporaryDirectory() as storage:
+        tuner = tune.Tuner(
+            epoch_trainable(sleepy_curve),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=DyHPOScheduler(searcher), num_samples=-1,
+                                        max_concurrent_trials=workers, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=storage, verbose=0))
+        started = time.perf_counter()
+        tuner.fit()
+        wall = time.perf_counter() - started
+    ray.shutdown()
+    busy = searcher._dyhpo.spent * epoch_seconds
+    return (f"Utilization: {workers} workers, {searcher._dyhpo.spent} epochs of {epoch_seconds:.1f} s in "
+            f"{wall:.1f} s wall: workers busy {100 * busy / (workers * wall):.0f} % of the time "
+            f"(ideal wall {busy / workers:.1f} s; decisions {searcher._dyhpo.counts})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=8, help="synthetic families")
+    parser.add_argument("--mlp-seeds", type=int, default=4, help="orders of the MLP pool")
+    parser.add_argument("--mlp-configs", type=int, default=48, help="MLP configurations tabulated")
+    parser.add_argument("--skip-mlp", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--utilization", type=float, default=None, metavar="EPOCH_SECONDS",
+                        help="only the 4-worker Ray utilization run, with epochs of this many seconds")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.utilization is not None:
+        print(utilization(args.utilization))
+        return
+    if not args.skip_mlp:
+        space, configs, curves = mlp_table(args.mlp_configs)
+        rows = [compare(space, configs, curves, seed) for seed in range(args.mlp_seeds)]
+        print(table(f"Quickstart MLP (validation error, {len(configs)} configurations x {curves.shape[1]} epochs)",
+                    rows), "\n", flush=True)
+    rows = [compare(*synthetic_table(seed), seed) for seed in range(args.seeds)]
+    print(table("Synthetic learning curves (150 configurations x 20 epochs)", rows), "\n", flush=True)
+    if not args.skip_overhead:
+        print(overhead())
+    print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

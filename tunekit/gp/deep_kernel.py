@@ -1,0 +1,179 @@
+"""DyHPO's surrogate: a GP with a deep kernel over (configuration, budget, learning curve so far).
+
+A small network maps each observation's inputs to a few features; a GP (tunekit's own
+:class:`~tunekit.gp.model.GPHyperparameters`: Matern-5/2 ARD kernel, noise, constant mean and their priors) is
+placed on those features, and network and GP hyperparameters are trained together by maximising the log
+marginal likelihood plus the log prior (Wistuba, Kadra, Grabocka, NeurIPS 2022, section 4). The fitted model is
+a plain :class:`~tunekit.gp.model.GaussianProcess` on the features, so the core's fantasies and acquisition
+functions apply unchanged.
+
+Inputs of one observation "configuration ``x`` reached value ``y`` at budget ``b``":
+- ``X`` (n, d): the configuration in the unit cube (``Space.encode``);
+- ``budget`` (n,): ``b / max_budget`` in (0, 1];
+- ``curves`` (n, L): the values at budgets 1 .. b-1 (same units as ``y``), NaN where not observed, L = the
+  longest curve the model will see (``max_epochs - 1``).
+Everything is double precision; the GP core maximises, so pass ``y = -loss``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import ContextManager, Optional
+
+import torch
+
+from tunekit.gp.model import DTYPE, GaussianProcess, GPFitError, GPHyperparameters, single_threaded, standardize
+
+logger = logging.getLogger(__name__)
+
+#: Standardized curve values are clipped to this range before the convolution: a diverged run (a huge loss)
+#: must not dominate the features of every other curve.
+CURVE_CLIP = 5.0
+
+
+def one_thread() -> ContextManager:
+    """:func:`~tunekit.gp.model.single_threaded` unless torch already runs on one thread (entering it costs ms)."""
+    return contextlib.nullcontext() if torch.get_num_threads() == 1 else single_threaded()
+
+
+class CurveFeatures(torch.nn.Module):
+    """(configuration, budget, curve) -> ``num_features`` features.
+
+    The curve (value and an observed-mask channel) goes through a 1-D convolution, a ReLU and a max over time
+    (so curves of any length give the same number of features); its output, the configuration and the budget
+    go through a two-layer MLP.
+    """
+
+    def __init__(self, dim: int, width: int = 32, num_features: int = 8, channels: int = 4, kernel_size: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(2, channels, kernel_size, padding=kernel_size // 2)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(dim + 1 + channels, width), torch.nn.ReLU(), torch.nn.Linear(width, num_features))
+        self.to(DTYPE)
+
+    def forward(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
+        """Features (n, num_features) of ``X`` (n, d), ``budget`` (n,), standardized ``curves`` (n, L) (NaN: unseen)."""
+        observed = ~torch.isnan(curves)
+        values = torch.where(observed, curves, torch.zeros_like(curves)).clamp(-CURVE_CLIP, CURVE_CLIP)
+        channels = torch.stack([values, observed.to(DTYPE)], dim=1)
+        curve_features = torch.relu(self.conv(channels)).amax(dim=-1)
+        return self.mlp(torch.cat([X, budget.unsqueeze(-1), curve_features], dim=-1))
+
+
+class DeepKernelGP:
+    """A fitted deep-kernel GP: the feature network, the GP on its features, and the output standardization.
+
+    Use :func:`fit_deep_kernel_gp` to make one. ``gp`` is conditioned on the training features with
+    standardized targets; :meth:`posterior` answers in standardized units, :meth:`predict` in ``y``'s units.
+    """
+
+    def __init__(self, network: CurveFeatures, hyper: GPHyperparameters, features: torch.Tensor,
+                 y_standardized: torch.Tensor, y_mean: float, y_std: float):
+        self.network, self.hyper = network, hyper
+        self.y_mean, self.y_std = y_mean, y_std
+        self.gp = GaussianProcess(hyper, features, y_standardized, y_mean, y_std)
+
+    def standardize_curves(self, curves: torch.Tensor) -> torch.Tensor:
+        """Curves (n, L) in ``y``'s units -> standardized like the targets (NaN stays NaN)."""
+        return (torch.as_tensor(curves, dtype=DTYPE) - self.y_mean) / self.y_std
+
+    def features(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
+        """Features (n, F) of raw inputs (curves in ``y``'s units)."""
+        with torch.no_grad():
+            return self.network(torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(budget, dtype=DTYPE),
+                                self.standardize_curves(curves))
+
+    def posterior(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor,
+                  gp: Optional[GaussianProcess] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance (n,), (n,) in standardized units; ``gp`` may be a fantasized copy."""
+        with torch.no_grad(), one_thread():
+            return (gp or self.gp).posterior(self.features(X, budget, curves))
+
+    def predict(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance (n,), (n,) in ``y``'s units."""
+        mean, var = self.posterior(X, budget, curves)
+        return mean * self.y_std + self.y_mean, var * self.y_std**2
+
+    def standardize_values(self, y: torch.Tensor) -> torch.Tensor:
+        """Values in ``y``'s units -> the standardized units of :meth:`posterior`."""
+        return (torch.as_tensor(y, dtype=DTYPE) - self.y_mean) / self.y_std
+
+    def with_data(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor,
+                  y: torch.Tensor) -> "DeepKernelGP":
+        """The same network and hyperparameters conditioned on new data (no training; standardization redone)."""
+        y_standardized, y_mean, y_std = standardize(torch.as_tensor(y, dtype=DTYPE))
+        standardized_curves = (torch.as_tensor(curves, dtype=DTYPE) - y_mean) / y_std
+        with torch.no_grad(), one_thread():
+            features = self.network(torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(budget, dtype=DTYPE),
+                                    standardized_curves)
+            return DeepKernelGP(self.network, self.hyper, features, y_standardized, y_mean, y_std)
+
+    def state(self) -> dict:
+        """Network and GP hyperparameter weights, to warm-start the next fit (picklable tensors)."""
+        return {"network": self.network.state_dict(), "hyper": self.hyper.state_dict()}
+
+
+def _new_modules(dim: int, seed: int, num_features: int) -> tuple[CurveFeatures, GPHyperparameters]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = CurveFeatures(dim, num_features=num_features)
+    return network, GPHyperparameters("matern52", num_features)
+
+
+def fit_deep_kernel_gp(X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor, y: torch.Tensor, *,
+                       steps: int = 100, lr: float = 0.02, warm_start: Optional[dict] = None, seed: int = 0,
+                       num_features: int = 8) -> DeepKernelGP:
+    """Train network and GP jointly on ``X`` (n, d), ``budget`` (n,), ``curves`` (n, L), targets ``y`` (n,).
+
+    Adam runs ``steps`` steps on -(log marginal likelihood + log prior) of the standardized targets, starting
+    from ``warm_start`` (a previous :meth:`DeepKernelGP.state`) when given, else from a network initialised
+    with ``seed``; ``steps=0`` only conditions the warm-started model on the data. A step whose kernel matrix
+    cannot be factorised ends training early at the last good weights. Raises
+    :class:`~tunekit.gp.model.GPFitError` only when even the starting weights cannot be used.
+    """
+    X, budget = torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(budget, dtype=DTYPE)
+    curves, y = torch.as_tensor(curves, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE)
+    y_standardized, y_mean, y_std = standardize(y)
+    standardized_curves = (curves - y_mean) / y_std
+    network, hyper = _new_modules(X.shape[-1], seed, num_features)
+    if warm_start is not None:
+        network.load_state_dict(warm_start["network"])
+        hyper.load_state_dict(warm_start["hyper"])
+    with one_thread():
+        _train(network, hyper, X, budget, standardized_curves, y_standardized, steps, lr)
+        for parameter in list(network.parameters()) + list(hyper.parameters()):
+            parameter.requires_grad_(False)
+        with torch.no_grad():
+            features = network(X, budget, standardized_curves)
+        return DeepKernelGP(network, hyper, features, y_standardized, y_mean, y_std)
+
+
+def _train(network: CurveFeatures, hyper: GPHyperparameters, X: torch.Tensor, budget: torch.Tensor,
+           curves: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> None:
+    """Adam on the negative log posterior, in place; keeps the best weights seen (``steps`` 0: no training)."""
+    if steps <= 0:
+        return
+    parameters = list(network.parameters()) + [p for _, p in hyper.trainable()]
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    best_loss, best_state = math.inf, None
+    for _ in range(steps):
+        optimizer.zero_grad()
+        try:
+            loss = hyper.negative_log_posterior(network(X, budget, curves), y)
+        except GPFitError:
+            logger.debug("deep-kernel fit stopped early: kernel matrix not positive definite")
+            break
+        if not torch.isfinite(loss):
+            break
+        if float(loss.detach()) < best_loss:
+            best_loss = float(loss.detach())
+            best_state = ({k: v.clone() for k, v in network.state_dict().items()},
+                          {k: v.clone() for k, v in hyper.state_dict().items()})
+        loss.backward()
+        optimizer.step()
+    if best_state is None:
+        raise GPFitError(f"deep-kernel GP could not be fitted to {len(y)} observations")
+    network.load_state_dict(best_state[0])
+    hyper.load_state_dict(best_state[1])

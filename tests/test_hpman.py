@@ -128,7 +128,7 @@ def test_sigma_exponent_and_custom_mutations():
     for param in (cauchy, gaussian):
         param.random_state = np.random.RandomState(0)
         moves = []
-        for _ in range(400):
+        for _draw in range(400):
             child = param.spawn_child()
             child.mutate()
             moves.append(abs(child.value - 1.0))

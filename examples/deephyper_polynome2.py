@@ -32,15 +32,15 @@ def main() -> None:
 
     space = Space.from_dict({f"e{i}": (-10.0, 10.0) for i in range(NUM_DIM)},
                             starting_point={f"e{i}": 10.0 for i in range(NUM_DIM)})
+    # The space lives in the searcher (no param_space), so Ray hands it no metric/mode: pass them here.
+    searcher = GPEISearch(space, metric="objective", mode="max", random_starts=10, seed=args.seed)
     tuner = tune.Tuner(
         run,
-        tune_config=tune.TuneConfig(metric="objective", mode="max", num_samples=args.max_evals,
-                                    search_alg=GPEISearch(space, random_starts=10, seed=args.seed),
-                                    max_concurrent_trials=2),
+        tune_config=tune.TuneConfig(num_samples=args.max_evals, search_alg=searcher, max_concurrent_trials=2),
         run_config=tune.RunConfig(name="polynome2", storage_path=tempfile.mkdtemp(), verbose=0),
     )
     results = tuner.fit()
-    best = results.get_best_result()
+    best = results.get_best_result(metric="objective", mode="max")
     print(f"starting point objective: {-NUM_DIM * 100.0:.1f}; best objective after {len(results)} "
           f"evaluations: {best.metrics['objective']:.3f}")
     print("best point:", {k: round(v, 3) for k, v in best.config.items()})

@@ -79,7 +79,7 @@ def _log_transformed(lower_bound: float) -> GreaterThan:
 
 
 def make_kernel(kernel: str, dim: int) -> gpytorch.kernels.ScaleKernel:
-    """An ARD kernel over ``dim`` unit-cube inputs with the dimension-scaled lengthscale prior, times an output scale."""
+    """An ARD kernel over ``dim`` unit-cube inputs (dimension-scaled lengthscale prior) times an output scale."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is not accepted: use one of {KERNELS}")
     loc, scale = math.sqrt(2.0) + 0.5 * math.log(max(dim, 1)), math.sqrt(3.0)
@@ -286,6 +286,13 @@ class GaussianProcess:
         v = torch.linalg.solve_triangular(self._L, k.transpose(-1, -2), upper=False)
         var = (self._prior_var - (v**2).sum(0)).clamp_min(1e-12)
         return mean.reshape(X.shape[:-1] + self._alpha.shape[1:]), var.reshape(X.shape[:-1])
+
+    def train_mean(self) -> torch.Tensor:
+        """Posterior mean at the training inputs, (n,) or (n, S).
+
+        Equals y - noise * alpha because (K + noise I) alpha = y - c: no kernel evaluation needed.
+        """
+        return self.y - self.hyper.noise.detach() * self._alpha
 
     def joint_posterior(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean (p,) and covariance (p, p) of the latent function at ``X`` (p, d) (single-output y)."""

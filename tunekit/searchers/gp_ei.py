@@ -16,7 +16,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from tunekit.gp import ACQUISITIONS, KERNELS, Acquisition, GPFitError, fit_gp, maximize_acquisition, sobol
+from tunekit.gp import (ACQUISITIONS, KERNELS, Acquisition, GPFitError, fit_gp, maximize_acquisition, single_threaded,
+                        sobol)
 from tunekit.searchers.base import Observation, SpaceSearcher, config_key
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class GPEISearch(SpaceSearcher):
         if len(self._state.observations) + len(self._state.live) < self._random_starts or len(observed) < 2:
             return self._design_point()
         try:
-            return self._model_point(observed)
+            with single_threaded():
+                return self._model_point(observed)
         except (GPFitError, RuntimeError, ValueError, ArithmeticError):
             logger.warning("GPEISearch: the GP step failed; suggesting a random configuration instead",
                            exc_info=True)

@@ -20,6 +20,7 @@ epochs sleep SECONDS, 80 epochs in all, and reports the share of worker time spe
 
     python benchmarks/dyhpo.py [--seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp] [--skip-overhead]
     python benchmarks/dyhpo.py --utilization 1.0
+    python benchmarks/dyhpo.py --export-problems PATH   # curve tables + ASHA runs as JSON, for hpo4dl_peer.py
 """
 
 from __future__ import annotations
@@ -261,6 +262,19 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str
             f"(ideal wall {busy / workers:.1f} s; decisions {searcher._dyhpo.counts})")
 
 
+def export_problems(path: Path, seeds: int, mlp_seeds: int, mlp_configs: int, skip_mlp: bool) -> None:
+    """Write every (problem, seed) replayed here, with ASHA's losses in training order, as JSON for peers."""
+    problems = []
+    tables = [] if skip_mlp else [("mlp", seed, *mlp_table(mlp_configs)) for seed in range(mlp_seeds)]
+    tables += [("synthetic", seed, *synthetic_table(seed)) for seed in range(seeds)]
+    for name, seed, space, configs, curves in tables:
+        order = np.random.default_rng(seed).permutation(len(configs))
+        problems.append({"problem": name, "seed": seed, "space": space.to_dict(), "configs": configs,
+                         "curves": curves.tolist(), "asha_losses": run_asha(curves, order)})
+    path.write_text(json.dumps({"problems": problems}))
+    print(f"wrote {len(problems)} problems to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=8, help="synthetic families")
@@ -270,8 +284,13 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--utilization", type=float, default=None, metavar="EPOCH_SECONDS",
                         help="only the 4-worker Ray utilization run, with epochs of this many seconds")
+    parser.add_argument("--export-problems", type=Path, default=None, metavar="PATH",
+                        help="only write the curve tables and ASHA's runs as JSON (for benchmarks/hpo4dl_peer.py)")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.export_problems is not None:
+        export_problems(args.export_problems, args.seeds, args.mlp_seeds, args.mlp_configs, args.skip_mlp)
+        return
     if args.utilization is not None:
         print(utilization(args.utilization))
         return

@@ -87,7 +87,7 @@ def test_pending_points_spread_parallel_suggestions():
 
 def test_failed_trials_are_skipped_and_never_proposed_again():
     searcher = make(seed=2)
-    failed_keys, configs = set(), []
+    configs = []
     for i in range(14):
         config = searcher.suggest(f"t{i}")
         configs.append(config)

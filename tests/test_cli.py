@@ -102,16 +102,13 @@ def test_a_missing_file_is_one_line(tmp_path, capsys):
     assert cli.main(["show", str(tmp_path / "nowhere")]) == 2
 
 
-def test_dyhpo_is_refused_until_it_exists(tmp_path, capsys):
-    import tunekit.searchers
-
-    if hasattr(tunekit.searchers, "DyHPOSearch"):
-        pytest.skip("DyHPOSearch exists: the registry resolves it like any searcher")
+def test_dyhpo_is_refused_with_the_reason_and_what_to_use(tmp_path, capsys):
     path = tmp_path / "experiment.toml"
     path.write_text(compose(searcher='name = "dyhpo"'))
     assert cli.main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "[searcher]: searcher 'dyhpo' is not available yet" in err and "DyHPOSearch" in err
+    assert "[searcher]: searcher 'dyhpo' cannot run in an experiment file" in err
+    assert "epoch_trainable" in err and len(err.strip().splitlines()) == 1
 
 
 def test_validate_accepts_a_good_file(tmp_path, capsys):

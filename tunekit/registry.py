@@ -2,9 +2,9 @@
 
 An experiment file names a searcher (``gp_ei``) and a scheduler (``asha``) and gives their options by
 their Python argument names. :func:`build_searcher` / :func:`build_scheduler` find the class, refuse an
-option its constructor does not take (naming it and listing the accepted ones), and build it. A name whose
-class does not exist yet (``dyhpo`` until ``tunekit.searchers.DyHPOSearch`` is written) is refused with a
-"not available yet" error, and is picked up without any change here once the class exists.
+option its constructor does not take (naming it and listing the accepted ones), and build it. ``dyhpo`` is
+known but refused with its reason: it pauses and resumes trials from checkpoints, which external programs
+cannot do.
 
 ``random`` and ``grid`` are Ray's ``BasicVariantGenerator`` over ``Space.to_tune()`` or over every
 combination of a finite space; such a generator carries the ``param_space`` the Tuner must expand.
@@ -101,23 +101,24 @@ def names(kind: str) -> list[str]:
     return sorted(KINDS[kind])
 
 
+# Searchers that exist but cannot drive external-command trials, with the reason and what to use instead.
+NOT_FOR_COMMANDS = {
+    "dyhpo": "DyHPO pauses trials and resumes them from checkpoints, which external-command trials cannot do; "
+             "use DyHPOSearch with DyHPOScheduler from Python, with tunekit.trainables.epoch_trainable",
+}
+
+
 def resolve(kind: str, name: str) -> tuple[Callable, Entry]:
-    """The class (or factory) registered as ``name``; ValueError when unknown or not available yet."""
+    """The class (or factory) registered as ``name``; ValueError when unknown or unable to drive
+    external-command trials."""
     table = KINDS[kind]
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; accepted: {', '.join(names(kind))}")
+    if kind == "searcher" and name in NOT_FOR_COMMANDS:
+        raise ValueError(f"searcher {name!r} cannot run in an experiment file: {NOT_FOR_COMMANDS[name]}")
     entry = table[name]
     module_name, attribute = entry.target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
-            raise ValueError(f"{kind} {name!r} is not available yet in this tunekit "
-                             f"({module_name}.{attribute} does not exist)") from None
-        raise
-    if not hasattr(module, attribute):
-        raise ValueError(f"{kind} {name!r} is not available yet in this tunekit "
-                         f"({module_name}.{attribute} does not exist)")
+    module = importlib.import_module(module_name)
     return getattr(module, attribute), entry
 
 

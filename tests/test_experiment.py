@@ -130,8 +130,10 @@ def test_progress_lines_reach_ray_one_by_one_while_the_program_runs(failures_run
     losses = [float(row["loss"]) for row in reported]
     assert losses == pytest.approx([1.04, 0.54, 0.04 + 1 / 3, 0.04])
     assert [int(row["training_iteration"]) for row in reported] == [1, 2, 3, 4]
-    # The program sleeps 0.3 s after each line: reported as they came, not all at its end.
-    assert float(reported[2]["time_total_s"]) - float(reported[0]["time_total_s"]) > 0.4
+    # The program writes a line every 0.3 s and its results 0.9 s after the first line: the first line must
+    # reach Ray well before the end (all at once at the end would give ~0). Ray's report can lag a little
+    # under load, so only a third of the 0.9 s is required.
+    assert float(reported[-1]["time_total_s"]) - float(reported[0]["time_total_s"]) > 0.3
 
 
 def test_show_and_plot_read_the_experiment_folder(failures_run, capsys):

@@ -116,15 +116,17 @@ def test_no_repeats_on_a_small_discrete_space_then_finished(caplog):
     assert "all 8 configurations" in caplog.text
 
 
-def test_many_observations_keep_suggestions_fast():
-    import time
-
+def test_many_observations_still_give_a_new_valid_suggestion():
+    """Past MAX_FIT_POINTS the hyperparameters are fitted on a subset (tests/gp/test_model.py); the suggestion
+    still uses every observation. Its speed is measured in benchmarks/bo.py, not here."""
     searcher = make(seed=4)
-    for config in BRANIN_SPACE.sample(300, seed=0):
+    observed = BRANIN_SPACE.sample(300, seed=0)
+    for config in observed:
         searcher.add_evaluated_point(config, branin(config))
-    start = time.perf_counter()
-    searcher.suggest("late")
-    assert time.perf_counter() - start < 5.0  # about 0.1 s on 2 idle cores; generous for a busy CI machine
+    suggestion = searcher.suggest("late")
+    BRANIN_SPACE.validate(suggestion)
+    assert suggestion not in observed
+    assert branin(suggestion) < np.median([branin(c) for c in observed])
 
 
 # -- real tune.Tuner runs -----------------------------------------------------------------------------------

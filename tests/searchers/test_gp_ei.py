@@ -13,6 +13,7 @@ from ray.tune.search import Searcher
 
 from tunekit.searchers import GPEISearch
 from tunekit.space import Categorical, Float, Int, Space
+from searcher_driver import run_sequentially as drive
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/ modules
 
@@ -25,13 +26,8 @@ def branin(config: dict) -> float:
             + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10)
 
 
-def run_sequentially(searcher: Searcher, n: int, loss=branin, start: int = 0) -> list:
-    configs = []
-    for i in range(start, start + n):
-        config = searcher.suggest(f"t{i}")
-        configs.append(config)
-        searcher.on_trial_complete(f"t{i}", {"loss": loss(config)})
-    return configs
+def run_sequentially(searcher: Searcher, n: int, loss=None, start: int = 0) -> list:
+    return drive(searcher, n, loss or branin, start)
 
 
 def make(**kwargs) -> GPEISearch:

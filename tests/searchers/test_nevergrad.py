@@ -21,6 +21,7 @@ from tunekit.trainables import hpman_trainable
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 import hpman_training  # noqa: E402
+from searcher_driver import run_sequentially as drive
 
 ray.cloudpickle.register_pickle_by_value(hpman_training)  # Ray workers cannot import tests/ modules
 
@@ -35,14 +36,8 @@ def objective(config: dict) -> float:
     return hpman_training.fake_training(config["learning_rate"], config["batch_size"], config["architecture"])
 
 
-def run_sequentially(searcher: Searcher, n: int, metric=objective, start: int = 0) -> list:
-    """n trials one at a time through Ray's contract; returns the suggested configs."""
-    configs = []
-    for i in range(start, start + n):
-        config = searcher.suggest(f"t{i}")
-        configs.append(config)
-        searcher.on_trial_complete(f"t{i}", {"loss": metric(config)})
-    return configs
+def run_sequentially(searcher: Searcher, n: int, loss=None, start: int = 0) -> list:
+    return drive(searcher, n, loss or objective, start)
 
 
 def hand_written_loop(optimizer_name: str, seed: int, n: int) -> list:
@@ -86,7 +81,7 @@ def test_optimizer_by_name_class_or_family_and_errors():
 def test_mode_max_tells_the_negated_metric():
     minimising = NevergradSearch(space=hpng(seed_manager()), metric="loss", mode="min", seed=3)
     maximising = NevergradSearch(space=hpng(seed_manager()), metric="loss", mode="max", seed=3)
-    assert run_sequentially(maximising, 40, metric=lambda c: -objective(c)) == run_sequentially(minimising, 40)
+    assert run_sequentially(maximising, 40, loss=lambda c: -objective(c)) == run_sequentially(minimising, 40)
     best = maximising.optimizer.provide_recommendation().kwargs
     assert best["architecture"] == "conv" and abs(best["batch_size"] - 4) <= 1
 

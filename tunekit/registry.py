@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from tunekit.space import Space
+from tunekit.space import Constant, Float, Int, Space
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def random_search(space: Space, points_to_evaluate: Optional[Sequence[dict]] = N
 def grid_search(space: Space) -> SpaceVariantGenerator:
     """Every combination of a finite ``space`` once per sample (``num_samples`` passes over the grid)."""
     if space.cardinality is None:
-        continuous = [p.name for p in space.params if type(p).__name__ == "Float" and p.step is None]
+        continuous = [p.name for p in space.params if isinstance(p, Float) and p.step is None]
         raise ValueError(f"searcher 'grid' needs a finite space, but parameters {continuous} are continuous "
                          "floats; give each a step, or use searcher 'random'")
     grid = {param.name: tune.grid_search(grid_values(param)) for param in space.params}
@@ -86,12 +86,11 @@ def grid_search(space: Space) -> SpaceVariantGenerator:
 
 def grid_values(param: Any) -> list:
     """All values a finite parameter takes, in order."""
-    kind = type(param).__name__
-    if kind == "Float":
+    if isinstance(param, Float):
         return [param.decode(param.encode([param.low + k * param.step]))[0] for k in range(param.n_steps + 1)]
-    if kind == "Int":
+    if isinstance(param, Int):
         return list(range(param.low, param.high + 1))
-    if kind == "Constant":
+    if isinstance(param, Constant):
         return [param.value]
     return list(param.values)
 

@@ -22,7 +22,7 @@ import scipy.optimize
 import torch
 
 from tunekit.gp.model import single_threaded
-from tunekit.space import Categorical, Constant, Float, Space
+from tunekit.space import Categorical, Float, Space
 
 AcquisitionFunction = Callable[[torch.Tensor], torch.Tensor]
 MAX_LEVELS = 64
@@ -53,12 +53,6 @@ class Layout:
     relaxed: tuple[tuple[slice, Space], ...] = ()
 
 
-def _width(param) -> int:
-    if isinstance(param, Categorical):
-        return len(param.values)
-    return 0 if isinstance(param, Constant) else 1
-
-
 def _levels(param) -> np.ndarray:
     """Encodings (L, width) of every value of a discrete parameter."""
     single = Space([param])
@@ -74,7 +68,7 @@ def space_layout(space: Space, max_levels: int = MAX_LEVELS) -> Layout:
     free = np.array(space.continuous_mask, dtype=bool)
     blocks, relaxed, offset = [], [], 0
     for param in space.params:
-        width = _width(param)
+        width = param.width
         columns = slice(offset, offset + width)
         offset += width
         if width == 0 or (isinstance(param, Float) and param.step is None):

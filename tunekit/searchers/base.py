@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 from ray.tune.search import Searcher
 
-from tunekit.space import Space
+from tunekit.space import Constant, Space
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +220,7 @@ class SpaceSearcher(Searcher):
 
     def _set_space(self, space: Space) -> None:
         self._space = space
-        has_defaults = any(getattr(param, "default", None) is not None for param in space.params
-                           if type(param).__name__ != "Constant")
+        has_defaults = any(param.default is not None for param in space.params if not isinstance(param, Constant))
         points = [space.default()] if has_defaults else []
         points += [self._complete_point(point) for point in self._raw_points]
         self._state.queued_points = points

@@ -259,3 +259,18 @@ def test_tuner_promotion_without_checkpoints_fails_clearly(ray_session, tmp_path
     scheduler = ASHAScheduler(max_t=2, grace_period=1, reduction_factor=2, rule="promotion")
     with pytest.raises(ValueError, match="no checkpoint.*tune.get_checkpoint"):
         fit(scheduler, tmp_path, [0.05], epochs=2, concurrent=1, checkpoint=False)
+
+
+def test_decision_log_stays_bounded_while_counting_every_decision(monkeypatch):
+    """A long experiment must not grow the scheduler's state with every result: only the most recent
+    decisions are kept, the running count covers them all, and the saved state stays the same size."""
+    import tunekit.schedulers._common as common
+
+    monkeypatch.setattr(common, "DECISIONS_KEPT", 50)
+    scheduler = ASHAScheduler(metric="score", mode="max", max_t=40, grace_period=1, reduction_factor=2)
+    events, ended = make_trace(7, n_trials=80), set()
+    replay([scheduler], events[:400], ended=ended)
+    made_early, size_early = scheduler.decisions_made, len(pickle.dumps(scheduler.decisions))
+    replay([scheduler], events[400:], ended=ended, add=False)
+    assert len(scheduler.decisions) == 50 < made_early < scheduler.decisions_made
+    assert len(pickle.dumps(scheduler.decisions)) <= 1.2 * size_early

@@ -30,6 +30,7 @@ themselves.
 from __future__ import annotations
 
 import logging
+import itertools
 import math
 import os
 import time
@@ -76,8 +77,8 @@ class TensorBoardCallback(TBXLoggerCallback):
             ``tune.sample_from`` results) are shown too, their type and domain inferred.
         metrics: names of the reported metrics (nested ones as ``"a/b"``) for the HParams table;
             default: every numeric metric the trials report.
-        scheduler: a tunekit scheduler (anything with a ``decisions`` list of
-            ``tunekit.schedulers.Decision``); each decision's cut-off is written to the trial's run as
+        scheduler: a tunekit scheduler (anything with ``decisions``, its most recent
+            ``tunekit.schedulers.Decision`` records, and ``decisions_made``, their running count); each decision's cut-off is written to the trial's run as
             ``scheduler/cutoff`` and each STOP / PAUSE / PROMOTE as ``scheduler/<action>`` = 1 at its step,
             so a user sees why a trial stopped.
     """
@@ -86,8 +87,9 @@ class TensorBoardCallback(TBXLoggerCallback):
 
     def __init__(self, space: Space | Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None,
                  scheduler: Any = None):
-        if scheduler is not None and not isinstance(getattr(scheduler, "decisions", None), list):
-            raise TypeError(f"scheduler must be a tunekit scheduler (with a 'decisions' list), got {scheduler!r}")
+        if scheduler is not None and not isinstance(getattr(scheduler, "decisions_made", None), int):
+            raise TypeError(f"scheduler must be a tunekit scheduler (with 'decisions' and 'decisions_made'), "
+                            f"got {scheduler!r}")
         self._scheduler = scheduler
         self._decisions_logged = 0
         self._space_domains: dict[str, tuple[hp.Domain, str]] = {}
@@ -221,14 +223,18 @@ class TensorBoardCallback(TBXLoggerCallback):
         """Writes the scheduler's decisions made since the last loop step (see ``scheduler`` above)."""
         if self._scheduler is None:
             return
-        decisions = self._scheduler.decisions
-        for decision in decisions[self._decisions_logged:]:
+        made, kept = self._scheduler.decisions_made, self._scheduler.decisions
+        unseen = made - self._decisions_logged
+        if unseen > len(kept):
+            logger.warning("%d scheduler decisions were made between two loop steps; only the last %d are "
+                            "written to TensorBoard.", unseen, len(kept))
+        for decision in itertools.islice(kept, max(len(kept) - unseen, 0), None):
             step = int(decision.time)
             if decision.cutoff is not None and math.isfinite(decision.cutoff):
                 self.log_scalar(decision.trial_id, "scheduler/cutoff", decision.cutoff, step)
             if decision.action != "CONTINUE":
                 self.log_scalar(decision.trial_id, f"scheduler/{decision.action.lower()}", 1.0, step)
-        self._decisions_logged = len(decisions)
+        self._decisions_logged = made
 
     # --- writers ---------------------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ Internally every scheduler works on a *score*: the metric multiplied by +1 (``mo
 import logging
 import math
 import pickle
+from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
 
 from ray.tune.experiment import Trial
 from ray.tune.result import (
@@ -31,6 +32,10 @@ _RAY_KEYS = frozenset(AUTO_RESULT_KEYS + DEBUG_METRICS + (DONE, RESULT_DUPLICATE
 
 #: The action a scheduler took, as recorded in ``decisions``: Ray's three plus PROMOTE (a paused trial resumed).
 PROMOTE = "PROMOTE"
+
+#: How many of the most recent decisions a scheduler keeps: enough for TensorBoard (which reads them every
+#: loop step) and for inspection, bounded so that a long experiment's scheduler state does not grow with it.
+DECISIONS_KEPT = 10_000
 
 
 @dataclass
@@ -70,7 +75,8 @@ class MetricScheduler(FIFOScheduler):
 
     Holds ``metric``/``mode``/``time_attr``, takes metric and mode from the Tuner when not given
     (``set_search_properties``), reads results into ``(time, score)``, keeps ``decisions`` and
-    round-trips its state through ``save``/``restore``. Subclasses only store trial ids, never Trial
+    round-trips its state through ``save``/``restore``. ``decisions`` holds the last ``DECISIONS_KEPT``
+    decisions, ``decisions_made`` counts them all. Subclasses only store trial ids, never Trial
     objects, so the state pickles on its own.
     """
 
@@ -84,7 +90,8 @@ class MetricScheduler(FIFOScheduler):
         self._time_attr = time_attr
         self._metric = metric
         self._mode = mode
-        self.decisions: List[Decision] = []
+        self.decisions: Deque[Decision] = deque(maxlen=DECISIONS_KEPT)
+        self.decisions_made = 0
 
     @property
     def mode(self) -> Optional[str]:
@@ -144,6 +151,7 @@ class MetricScheduler(FIFOScheduler):
     def _decide(self, decision: Decision) -> str:
         """Keep and log one decision, returning its Ray action (PROMOTE is CONTINUE for Ray)."""
         self.decisions.append(decision)
+        self.decisions_made += 1
         level = logging.DEBUG if decision.action == self.CONTINUE else logging.INFO
         if self._logger.isEnabledFor(level):
             self._logger.log(

@@ -2,17 +2,17 @@
 
 Every method gets the same budget (``--budget`` evaluations, 10 of them an initial design) on the same
 problems and seeds, in one process. Reported: median final simple regret (best loss found minus the known
-optimum), median seconds per suggestion after the initial design, seconds per suggestion with 500
-observations (tunekit and GPSampler), and GP-EI with 4 asynchronous workers (4 pending points at every
-suggestion) against sequential GP-EI.
+optimum), median wall and CPU seconds per suggestion after the initial design, seconds per suggestion with
+500 or more recorded observations (tunekit; GPSampler at 500), and GP-EI with 4 asynchronous workers (every
+suggestion made while 3 trials are still running, the oldest finishing next) against sequential GP-EI.
 
 Setup (a venv of its own, torch stays at the pinned version):
     python -m venv /tmp/bo-venv
     /tmp/bo-venv/bin/pip install -c constraints.txt -r benchmarks/requirements-bo.txt -e .
 Run:
     /tmp/bo-venv/bin/python benchmarks/bo.py --seeds 5 --out bo.json
-    /tmp/bo-venv/bin/python benchmarks/bo.py --at-500 --problems hartmann6 mixed --out bo500.json
-    /tmp/bo-venv/bin/python benchmarks/bo.py --table bo.json bo500.json
+    /tmp/bo-venv/bin/python benchmarks/bo.py --timing 500 1000 2000 --problems hartmann6 mixed --out timing.json
+    /tmp/bo-venv/bin/python benchmarks/bo.py --table bo.json timing.json
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -92,7 +93,16 @@ PROBLEMS = {
 }
 
 
-# -- methods: each returns (losses in evaluation order, seconds per suggestion after the initial design) --------
+# -- methods: each returns (losses in evaluation order, (wall, CPU) seconds per suggestion after the design) ----
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _elapsed(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, CPU) seconds since ``start``; CPU time counts every thread of this process."""
+    return time.perf_counter() - start[0], time.process_time() - start[1]
+
+
 def run_tunekit(problem: Problem, budget: int, seed: int, workers: int = 1) -> tuple[list, list]:
     """GPEISearch driven directly (no Ray); with workers > 1, ``workers`` trials are always pending."""
     searcher = GPEISearch(space=problem.space, metric="loss", mode="min", random_starts=N_STARTUP, seed=seed)
@@ -104,10 +114,10 @@ def run_tunekit(problem: Problem, budget: int, seed: int, workers: int = 1) -> t
         searcher.on_trial_complete(trial_id, {"loss": losses[-1]})
 
     for i in range(budget):
-        start = time.perf_counter()
+        start = _clock()
         pending.append((str(i), searcher.suggest(str(i))))
         if i >= N_STARTUP:
-            times.append(time.perf_counter() - start)
+            times.append(_elapsed(start))
         if len(pending) == workers:
             complete()
     while pending:
@@ -140,11 +150,11 @@ def run_optuna(problem: Problem, budget: int, seed: int, sampler_name: str) -> t
     study = optuna.create_study(sampler=sampler)
     losses, times = [], []
     for i in range(budget):
-        start = time.perf_counter()
+        start = _clock()
         trial = study.ask()
         config = _optuna_params(trial, problem.space)
         if i >= N_STARTUP:
-            times.append(time.perf_counter() - start)
+            times.append(_elapsed(start))
         loss = problem.loss(config)
         study.tell(trial, loss)
         losses.append(loss)
@@ -168,7 +178,7 @@ def run_botorch(problem: Problem, budget: int, seed: int) -> tuple[list, list]:
     times = []
     bounds = torch.stack([torch.zeros(space.dim), torch.ones(space.dim)]).double()
     while len(losses) < budget:
-        start = time.perf_counter()
+        start = _clock()
         train_X = torch.from_numpy(X)
         train_Y = -torch.tensor(losses, dtype=torch.float64).unsqueeze(-1)
         model = SingleTaskGP(train_X, train_Y)
@@ -176,7 +186,7 @@ def run_botorch(problem: Problem, budget: int, seed: int) -> tuple[list, list]:
         acqf = qLogExpectedImprovement(model, best_f=train_Y.max())
         candidate, _ = optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=10, raw_samples=512)
         x = space.project(candidate.detach().numpy())
-        times.append(time.perf_counter() - start)
+        times.append(_elapsed(start))
         X = np.concatenate([X, x])
         losses.append(problem.loss(space.decode(x)[0]))
     return losses, times
@@ -192,18 +202,18 @@ METHODS = {
 }
 
 
-def time_at_500(problem: Problem, n_obs: int = 500, n_suggest: int = 3) -> dict:
-    """Wall and CPU seconds per suggestion with ``n_obs`` random observations recorded (tunekit, GPSampler).
+def _time_suggestions(suggest: Callable[[int], object], n_suggest: int) -> dict:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(n_suggest):
+        suggest(i)
+    return {"wall": (time.perf_counter() - wall) / n_suggest, "cpu": (time.process_time() - cpu) / n_suggest,
+            "load_average": os.getloadavg()[0]}
 
-    CPU time is reported too because on a shared machine wall time mostly measures the other tenants.
-    """
+
+def _gp_sampler_with(problem: Problem, configs: list, losses: list) -> Callable[[int], None]:
+    """An ``ask`` for a GPSampler study that already holds the given observations."""
     import optuna
 
-    configs = problem.space.sample(n_obs, seed=123)
-    losses = [problem.loss(c) for c in configs]
-    searcher = GPEISearch(space=problem.space, metric="loss", mode="min", seed=0)
-    for config, loss in zip(configs, losses):
-        searcher.add_evaluated_point(config, loss)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.GPSampler(seed=0))
     dists = optuna.distributions
@@ -215,18 +225,32 @@ def time_at_500(problem: Problem, n_obs: int = 500, n_suggest: int = 3) -> dict:
     study.add_trials([optuna.trial.create_trial(params=c, distributions=distributions, value=v)
                       for c, v in zip(configs, losses)])
 
-    def ask_optuna() -> None:
+    def ask(_: int) -> None:
         trial = study.ask()
         _optuna_params(trial, problem.space)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-    out = {}
-    methods = (("tunekit GP-EI", lambda i: searcher.suggest(f"t{i}")), ("Optuna GPSampler", lambda i: ask_optuna()))
-    for method, suggest in methods:
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(n_suggest):
-            suggest(i)
-        out[method] = {"wall": (time.perf_counter() - wall) / n_suggest, "cpu": (time.process_time() - cpu) / n_suggest}
+    return ask
+
+
+def time_with_observations(problem: Problem, sizes: list, n_suggest: int = 3, peer_limit: int = 500) -> dict:
+    """Wall and CPU seconds per suggestion with n random observations recorded, for each n in ``sizes``.
+
+    tunekit at every size (each suggestion stays pending, so the later ones also fantasize); GPSampler only
+    up to ``peer_limit`` observations (beyond, one of its suggestions takes minutes here). CPU time is
+    reported because on a shared machine wall time mostly measures the other tenants.
+    """
+    out: dict = {"tunekit GP-EI": {}, "Optuna GPSampler": {}}
+    for n_obs in sizes:
+        configs = problem.space.sample(n_obs, seed=123)
+        losses = [problem.loss(c) for c in configs]
+        searcher = GPEISearch(space=problem.space, metric="loss", mode="min", seed=0)
+        for config, loss in zip(configs, losses):
+            searcher.add_evaluated_point(config, loss)
+        out["tunekit GP-EI"][str(n_obs)] = _time_suggestions(lambda i: searcher.suggest(f"t{i}"), n_suggest)
+        if n_obs <= peer_limit:
+            out["Optuna GPSampler"][str(n_obs)] = _time_suggestions(_gp_sampler_with(problem, configs, losses),
+                                                                    n_suggest)
     return out
 
 
@@ -239,31 +263,33 @@ def run(problems: list, methods: list, seeds: int, budget: int, out_path: str, f
                 start = time.perf_counter()
                 losses, times = METHODS[method](problem, budget, seed)
                 regret = min(losses) - problem.optimum
+                wall, cpu = (np.mean(times, axis=0).tolist() if times else (None, None))
                 results["runs"].append({"problem": name, "method": method, "seed": seed, "regret": regret,
-                                        "sec_per_suggestion": float(np.mean(times)) if times else None})
+                                        "sec_per_suggestion": wall, "cpu_per_suggestion": cpu,
+                                        "load_average": os.getloadavg()[0]})
                 logging.info("%s | %s | seed %d: regret %.3g in %.1f s", name, method, seed, regret,
                              time.perf_counter() - start)
                 with open(out_path, "w") as handle:
                     json.dump(results, handle, indent=1)
 
 
-def run_at_500(problems: list, out_path: str) -> None:
-    results = {"runs": [], "time_at_500": {}}
+def run_timing(problems: list, sizes: list, out_path: str) -> None:
+    results = {"runs": [], "timing": {}}
     for name in problems:
-        results["time_at_500"][name] = time_at_500(PROBLEMS[name])
-        logging.info("%s at 500 observations: %s", name, results["time_at_500"][name])
+        results["timing"][name] = time_with_observations(PROBLEMS[name], sizes)
+        logging.info("%s timing: %s", name, results["timing"][name])
         with open(out_path, "w") as handle:
             json.dump(results, handle, indent=1)
 
 
 def table(paths: list) -> str:
     """Markdown tables (median regret, median s/suggestion, time at 500) from one or more result files."""
-    runs, at_500 = [], {}
+    runs, timing = [], {}
     for path in paths:
         with open(path) as handle:
             data = json.load(handle)
         runs += data["runs"]
-        at_500.update(data.get("time_at_500", {}))
+        timing.update(data.get("timing", {}))
     problems = list(dict.fromkeys(r["problem"] for r in runs))
     methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
 
@@ -274,16 +300,26 @@ def table(paths: list) -> str:
     lines = ["Median final simple regret (lower is better):", "",
              "| method | " + " | ".join(problems) + " |", "|---" * (len(problems) + 1) + "|"]
     lines += [f"| {m} | " + " | ".join(cell(p, m, "regret") for p in problems) + " |" for m in methods]
-    lines += ["", "Median seconds per suggestion after the initial design:", "",
+    def seconds(problem: str, method: str) -> str:
+        chosen = [r for r in runs if r["problem"] == problem and r["method"] == method and r["sec_per_suggestion"]]
+        if not chosen:
+            return "-"
+        cpu = [r["cpu_per_suggestion"] for r in chosen if r.get("cpu_per_suggestion") is not None]
+        text = f"{np.median([r['sec_per_suggestion'] for r in chosen]):.3g}"
+        return text + (f" / {np.median(cpu):.3g}" if cpu else "") + f" (n={len(chosen)})"
+
+    lines += ["", "Median seconds per suggestion after the initial design (wall / CPU):", "",
               "| method | " + " | ".join(problems) + " |", "|---" * (len(problems) + 1) + "|"]
-    lines += [f"| {m} | " + " | ".join(cell(p, m, "sec_per_suggestion") for p in problems) + " |"
-              for m in methods if m != "random"]
-    if at_500:
-        lines += ["", "Seconds per suggestion with 500 observations (wall / CPU):", "",
-                  "| method | " + " | ".join(at_500) + " |", "|---" * (len(at_500) + 1) + "|"]
+    lines += [f"| {m} | " + " | ".join(seconds(p, m) for p in problems) + " |" for m in methods if m != "random"]
+    if timing:
+        lines += ["", "Seconds per suggestion with n random observations recorded (wall / CPU, load average):", "",
+                  "| method | n | " + " | ".join(timing) + " |", "|---" * (len(timing) + 2) + "|"]
         for method in ("tunekit GP-EI", "Optuna GPSampler"):
-            lines.append(f"| {method} | " + " | ".join(
-                f"{at_500[p][method]['wall']:.2f} / {at_500[p][method]['cpu']:.2f}" for p in at_500) + " |")
+            sizes = sorted({int(n) for p in timing for n in timing[p][method]})
+            for n in sizes:
+                cells = [timing[p][method].get(str(n)) for p in timing]
+                lines.append(f"| {method} | {n} | " + " | ".join(
+                    f"{c['wall']:.2f} / {c['cpu']:.2f} ({c['load_average']:.0f})" if c else "-" for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -295,15 +331,16 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here")
     parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--out", default="bo.json")
-    parser.add_argument("--at-500", action="store_true", help="only time suggestions with 500 observations")
+    parser.add_argument("--timing", nargs="+", type=int, metavar="N",
+                        help="only time suggestions with N recorded observations (e.g. 500 1000 2000)")
     parser.add_argument("--table", nargs="+", metavar="RESULTS_JSON", help="print the tables of these result files")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.at_500:
-        run_at_500(args.problems, args.out)
+    if args.timing:
+        run_timing(args.problems, args.timing, args.out)
     else:
         run(args.problems, args.methods, args.seeds, args.budget, args.out, args.first_seed)
     print(table([args.out]))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tunekit.gp import maximize_acquisition, sobol
-from tunekit.gp.optimize import enumerate_space, space_layout
+from tunekit.gp.optimize import enumerate_space, refine_free, space_layout
 from tunekit.space import Categorical, Float, Int, Ordinal, Space
 
 MIXED = Space([
@@ -84,3 +84,20 @@ def test_layout_separates_free_columns_from_discrete_blocks():
     free = {name for name, f in zip(names, layout.free_mask) if f}
     assert free == {"a", "lr", "width"}
     assert [len(block.levels) for block in layout.blocks] == [6, 3, 4, 6]
+
+
+def test_refinement_preconditioned_by_length_scales_reaches_an_anisotropic_peak():
+    length_scales = np.array([0.002, 0.3, 40.0])
+    centre = torch.tensor([0.4012, 0.77, 0.2], dtype=torch.float64)
+    scale = torch.from_numpy(length_scales)
+
+    def acquisition(X: torch.Tensor) -> torch.Tensor:
+        return -(((X - centre) / scale) ** 2).sum(-1).clamp_max(50.0).sqrt()  # flat beyond ~7 lengthscales
+
+    starts = np.array([[0.4, 0.1, 0.9], [0.403, 0.95, 0.0]])
+    X = refine_free(acquisition, starts, np.ones(3, dtype=bool), length_scales)
+    assert (X >= 0).all() and (X <= 1).all()
+    np.testing.assert_allclose(X[:, :2], np.tile(centre[:2].numpy(), (2, 1)), atol=1e-4)
+    # the long-lengthscale column barely moves the value, yet reaches its optimum too (without
+    # preconditioning L-BFGS-B stops with it where it started)
+    np.testing.assert_allclose(X[:, 2], [0.2, 0.2], atol=1e-3)

@@ -77,7 +77,10 @@ def test_pending_points_spread_parallel_suggestions():
     run_sequentially(searcher, 12)
     batch = BRANIN_SPACE.encode([searcher.suggest(f"p{i}") for i in range(4)])
     distances = np.linalg.norm(batch[:, None] - batch[None], axis=-1)[np.triu_indices(4, 1)]
-    assert distances.min() > 1e-3  # not piled up (the optimiser alone resolves far finer than this)
+    # Here one point explores and three refine the best basin, where the fitted noise (about 1e-6 in
+    # standardized units) still leaves the believer GP uncertain: they sit 3e-4 to 9e-3 apart, far above the
+    # optimiser's own resolution (about 1e-7), i.e. not piled onto one spot.
+    assert distances.min() > 1e-4
     assert np.median(distances) > 0.1
 
 
@@ -113,8 +116,8 @@ def test_no_repeats_on_a_small_discrete_space_then_finished(caplog):
 
 
 def test_many_observations_still_give_a_new_valid_suggestion():
-    """Past MAX_FIT_POINTS the hyperparameters are fitted on a subset (tests/gp/test_model.py); the suggestion
-    still uses every observation. Its speed is measured in benchmarks/bo.py, not here."""
+    """Past MAX_FIT_POINTS the hyperparameters are fitted on a subset, past MAX_CONDITION_POINTS the posterior
+    too (tests/gp/test_model.py). Its speed is measured in benchmarks/bo.py, not here."""
     searcher = make(seed=4)
     observed = BRANIN_SPACE.sample(300, seed=0)
     for config in observed:

@@ -142,28 +142,36 @@ def local_candidates(layout: Layout, X_best: np.ndarray, n: int,
 
 
 def refine_free(acquisition: AcquisitionFunction, X: np.ndarray, free_mask: np.ndarray,
-                max_iter: int = 100) -> np.ndarray:
+                length_scales: Optional[np.ndarray] = None, max_iter: int = 100) -> np.ndarray:
     """L-BFGS-B on the free columns of the rows of X (r, dim) at once (the objective is their sum, so each
-    row follows its own gradient); the other columns stay fixed."""
+    row follows its own gradient); the other columns stay fixed.
+
+    With the GP's ``length_scales`` (dim,), L-BFGS-B moves z = x / length_scale instead of x: one unit of z
+    changes the acquisition about equally in every direction, which conditions the problem far better when
+    lengthscales differ by orders of magnitude (ARD); Optuna's GPSampler preconditions the same way.
+    """
     if not free_mask.any():
         return X
     base = torch.from_numpy(X.copy())
     free = torch.from_numpy(free_mask)
+    scale = np.ones(int(free_mask.sum())) if length_scales is None else np.asarray(length_scales)[free_mask]
+    scale_t = torch.from_numpy(np.tile(scale, len(X)))
 
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        moving = torch.from_numpy(flat).view(len(X), -1).requires_grad_(True)
+        moving = torch.from_numpy(flat).requires_grad_(True)
         full = base.clone()
-        full[:, free] = moving
+        full[:, free] = (moving * scale_t).view(len(X), -1)
         values = acquisition(full)
         total = -torch.nan_to_num(values, nan=-1e6, neginf=-1e6).sum()
         total.backward()
-        return float(total.detach()), np.nan_to_num(moving.grad.numpy().reshape(-1))
+        return float(total.detach()), np.nan_to_num(moving.grad.numpy())
 
-    start = X[:, free_mask].reshape(-1)
-    result = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B",
-                                     bounds=[(0.0, 1.0)] * len(start), options={"maxiter": max_iter})
+    start = (X[:, free_mask] / scale).reshape(-1)
+    bounds = [(0.0, 1.0 / s) for s in np.tile(scale, len(X))]
+    result = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                                     options={"maxiter": max_iter})
     out = X.copy()
-    out[:, free_mask] = np.clip(result.x.reshape(len(X), -1), 0.0, 1.0)
+    out[:, free_mask] = np.clip(result.x.reshape(len(X), -1) * scale, 0.0, 1.0)
     return out
 
 
@@ -182,10 +190,10 @@ def discrete_moves(acquisition: AcquisitionFunction, X: np.ndarray,
 
 
 def refine(acquisition: AcquisitionFunction, layout: Layout, X: np.ndarray,
-           rounds: int = 3) -> np.ndarray:
+           length_scales: Optional[np.ndarray] = None, rounds: int = 3) -> np.ndarray:
     """Alternate :func:`refine_free` and :func:`discrete_moves` on starting rows X (r, dim) until stable."""
     for _ in range(rounds):
-        X = project(layout, refine_free(acquisition, X, layout.free_mask))
+        X = project(layout, refine_free(acquisition, X, layout.free_mask, length_scales))
         X, changed = discrete_moves(acquisition, X, layout.blocks)
         if not changed or not layout.free_mask.any():
             break
@@ -195,7 +203,8 @@ def refine(acquisition: AcquisitionFunction, layout: Layout, X: np.ndarray,
 @single_threaded()
 def maximize_acquisition(acquisition: AcquisitionFunction, space: Space, n_restarts: int = 5,
                          X_best: Optional[np.ndarray] = None, seed: int = 0, n_candidates: int = 2048,
-                         n_local: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                         n_local: int = 512, length_scales: Optional[np.ndarray] = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise ``acquisition`` over ``space``.
 
     Args:
@@ -204,6 +213,7 @@ def maximize_acquisition(acquisition: AcquisitionFunction, space: Space, n_resta
         X_best: (k, dim) encodings of the best observed points, best first: refinement starts from the
             first and local candidates are drawn around all of them.
         seed: seeds the Sobol candidates and the perturbations.
+        length_scales: (dim,) the GP's lengthscales, to precondition the local refinement (:func:`refine_free`).
 
     Returns:
         (X (m, dim), values (m,)): distinct valid encodings sorted by decreasing acquisition value, so a caller
@@ -223,7 +233,7 @@ def maximize_acquisition(acquisition: AcquisitionFunction, space: Space, n_resta
     starts = X[np.argsort(-values, kind="stable")[:n_restarts]]
     if X_best is not None and len(X_best):
         starts = np.concatenate([starts, X_best[:1]])
-    refined = refine(acquisition, layout, starts)
+    refined = refine(acquisition, layout, starts, length_scales)
     X = np.concatenate([refined, X])
     values = np.concatenate([evaluate(acquisition, refined), values])
     return _ranked(X, values)

@@ -1,10 +1,11 @@
 """GP-EI: Gaussian-process Bayesian optimisation as a Ray Tune searcher (a thin shell over ``tunekit.gp``).
 
 Each suggestion: points to evaluate and the space's defaults first (the shell), then ``random_starts``
-scrambled-Sobol points, then the maximiser of the acquisition over a GP fitted to every finished trial's
-loss, with running trials fantasized ("kriging believer") so parallel workers spread out. Failed trials
-(errors, NaN/inf) are left out of the model but never proposed again. A numerical failure falls back to a
-random configuration with a warning instead of stopping the run.
+scrambled-Sobol points, then the maximiser of the acquisition over a GP fitted to finished trials' losses,
+with running trials fantasized at their posterior mean ("kriging believer", :mod:`tunekit.gp.acquisition`)
+so parallel workers spread out. Failed trials (errors, NaN/inf) are left out of the model but never
+proposed again. A numerical failure falls back to a random configuration with a warning instead of stopping
+the run.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ N_BEST_STARTS = 5
 MAX_DESIGN_TRIES = 64
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not accepted: use an integer >= {minimum}")
+def _check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+            or (maximum is not None and value > maximum)):
+        accepted = f"an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+        raise ValueError(f"{name}={value!r} is not accepted: use {accepted}")
     return int(value)
 
 
@@ -52,6 +55,12 @@ class GPEISearch(SpaceSearcher):
         acquisition: "logei" (log expected improvement, numerically safe), "ei", "ucb" or "pi".
         optimizer_restarts: starting points of the acquisition optimizer's local refinement.
         beta: UCB's exploration weight (mean + sqrt(beta * variance)).
+
+    Cost stays bounded however many trials finish: the GP conditions on at most
+    ``tunekit.gp.model.MAX_CONDITION_POINTS`` (500) observations and fits its hyperparameters on at most
+    ``MAX_FIT_POINTS`` (200) of them, each time the best half plus a random rest of the others (the best
+    observed points always count, and every observation still blocks repeats). With 2,000 observations a
+    suggestion then costs what it costs with 500.
     """
 
     def __init__(self, space: Any = None, metric: Optional[str] = None, mode: Optional[str] = None,
@@ -65,7 +74,7 @@ class GPEISearch(SpaceSearcher):
         if seed is not None:
             _check_int("seed", seed, 0)
         self._random_starts = _check_int("random_starts", random_starts, 0)
-        self._optimizer_restarts = _check_int("optimizer_restarts", optimizer_restarts, 1)
+        self._optimizer_restarts = _check_int("optimizer_restarts", optimizer_restarts, 1, 1000)
         self._kernel_scale = _check_positive("kernel_scale", kernel_scale, allow_none=True)
         self._beta = _check_positive("beta", beta, allow_none=False)
         self._kernel, self._acquisition = kernel, acquisition
@@ -118,8 +127,10 @@ class GPEISearch(SpaceSearcher):
         X_pending = torch.from_numpy(space.encode(pending)) if pending else None
         acquisition = Acquisition(gp, self._acquisition, X_pending=X_pending, beta=self._beta)
         X_best = X[np.argsort(-y, kind="stable")[:N_BEST_STARTS]]
+        length_scales = gp.hyper.covar_module.base_kernel.lengthscale.detach().reshape(-1).numpy()
         candidates, _ = maximize_acquisition(acquisition, space, n_restarts=self._optimizer_restarts,
-                                             X_best=X_best, seed=int(self._rng.integers(2**31)))
+                                             X_best=X_best, seed=int(self._rng.integers(2**31)),
+                                             length_scales=length_scales)
         for start in range(0, len(candidates), 32):
             for config in space.decode(candidates[start: start + 32]):
                 if config_key(config) not in self._state.suggested_keys:

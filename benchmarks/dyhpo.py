@@ -1,8 +1,10 @@
-"""DyHPO against tunekit ASHA (stopping rule) and random search with full training, at equal epoch budgets.
+"""DyHPO against tunekit ASHA (stopping and promotion rules) and random search with full training, at equal
+epoch budgets.
 
 Learning curves are tabulated first, then every method replays them one epoch at a time on one worker, through
 the same calls Ray makes (DyHPO: ``suggest`` / the scheduler's result decision / resuming a paused trial;
-ASHA: ``on_trial_result``), so many seeds cost seconds instead of hours of training:
+ASHA: ``on_trial_result``, and ``choose_trial_to_run`` for the promotion rule), so many seeds cost seconds
+instead of hours of training:
 
 1. ``mlp``: the quickstart MLP (examples/quickstart.py: same model, data, optimizer and epochs) trained on a
    pool of sampled configurations; the curve tables are cached in benchmarks/results/dyhpo_mlp_curves.json.
@@ -11,12 +13,15 @@ ASHA: ``on_trial_result``), so many seeds cost seconds instead of hours of train
    plus noise), a new random family per seed.
 
 Per seed, ASHA (grace_period 1, reduction_factor 3, max_t = max_epochs) runs over the whole pool in a random
-order; its total epochs E and its best loss A set the budget: DyHPO and random search get E epochs too.
+order; its total epochs E and its best loss A set the budget: DyHPO, ASHA with the promotion rule (same
+grace period, reduction factor and max_t, new trials from the pool in the same order) and random search get E
+epochs too.
 Reported: best loss after E/4, E/2 and E epochs, and epochs needed to reach A. Decision overhead is timed
 inside DyHPOSearch (every decision, model refits included) in one synthetic run of 600 epochs.
 
 A last measurement (``--utilization SECONDS``) runs DyHPO in a real ``tune.Tuner`` with 4 concurrent trials whose
-epochs sleep SECONDS, 80 epochs in all, and reports the share of worker time spent training.
+epochs sleep SECONDS, 80 epochs in all, and reports the share of worker time spent training (over the whole
+``fit`` and between the first epoch's start and the last epoch's end), with the idle worker-seconds by cause.
 
     python benchmarks/dyhpo.py [--seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp] [--skip-overhead]
     python benchmarks/dyhpo.py --utilization 1.0
@@ -134,6 +139,65 @@ def run_asha(curves: np.ndarray, order: np.ndarray) -> list:
     return losses
 
 
+class _ReplayTrial:
+    """What ASHA's promotion rule reads of a Ray trial: its id, status and checkpoint (any non-None value)."""
+
+    def __init__(self, trial_id: str, index: int):
+        self.trial_id, self.index, self.status, self.checkpoint, self.epochs = trial_id, index, Trial.PENDING, "-", 0
+
+
+class _ReplayController:
+    """The calls ASHA's ``choose_trial_to_run`` makes on Ray's controller, over replayed trials."""
+
+    def __init__(self, scheduler: ASHAScheduler):
+        self.scheduler, self.trials, self.search_alg, self.finished = scheduler, [], self, False
+
+    def get_trials(self) -> list:
+        return self.trials
+
+    def get_live_trials(self) -> list:
+        return [trial for trial in self.trials if trial.status not in (Trial.TERMINATED, Trial.ERROR)]
+
+    def stop_trial(self, trial: _ReplayTrial) -> None:
+        trial.status = Trial.TERMINATED
+        self.scheduler.on_trial_complete(self, trial, {})
+
+    def is_finished(self) -> bool:
+        return self.finished
+
+
+def run_asha_promotion(curves: np.ndarray, order: np.ndarray, budget: int) -> list:
+    """tunekit ASHA with the promotion rule on one worker, new trials from the pool in ``order``, until
+    ``budget`` epochs are spent; driven through ``choose_trial_to_run`` as Ray's controller does (Ray keeps one
+    new trial pending while the searcher has more)."""
+    scheduler = ASHAScheduler(metric="loss", mode="min", max_t=curves.shape[1], grace_period=1, reduction_factor=3,
+                              rule="promotion")
+    controller, queue, losses = _ReplayController(scheduler), list(order), []
+    while len(losses) < budget:
+        if queue and not any(trial.status == Trial.PENDING for trial in controller.trials):
+            index = int(queue.pop(0))
+            controller.trials.append(_ReplayTrial(f"t{index}", index))
+            scheduler.on_trial_add(controller, controller.trials[-1])
+        controller.finished = not queue
+        trial = scheduler.choose_trial_to_run(controller)
+        if trial is None:
+            break
+        trial.status = Trial.RUNNING
+        while len(losses) < budget:
+            trial.epochs += 1
+            result = {"training_iteration": trial.epochs, "loss": float(curves[trial.index, trial.epochs - 1])}
+            losses.append(result["loss"])
+            action = scheduler.on_trial_result(controller, trial, result)
+            if action == TrialScheduler.STOP:
+                trial.status = Trial.TERMINATED
+                scheduler.on_trial_complete(controller, trial, result)
+            elif action == TrialScheduler.PAUSE:
+                trial.status = Trial.PAUSED
+            if action != TrialScheduler.CONTINUE:
+                break
+    return losses
+
+
 def run_dyhpo(space: Space, configs: list, curves: np.ndarray, budget: int, seed: int) -> tuple:
     """DyHPO on one worker, driven through the calls Ray's controller makes; returns (losses, searcher)."""
     searcher = DyHPOSearch(space=space, metric="loss", mode="min", max_epochs=curves.shape[1], max_budget=budget,
@@ -184,7 +248,8 @@ def compare(space: Space, configs: list, curves: np.ndarray, seed: int) -> dict:
     asha = run_asha(curves, order)
     budget, target = len(asha), min(asha)
     dyhpo, searcher = run_dyhpo(space, configs, curves, budget, seed)
-    runs = {"DyHPO": dyhpo, "ASHA (stopping)": asha, "random, full training": run_random(curves, order, budget)}
+    runs = {"DyHPO": dyhpo, "ASHA (stopping)": asha, "ASHA (promotion)": run_asha_promotion(curves, order, budget),
+            "random, full training": run_random(curves, order, budget)}
     row = {"budget": budget, "oracle": float(curves.min()), "decisions": searcher._dyhpo.counts}
     for name, losses in runs.items():
         row[name] = {"quarter": best_after(losses, budget // 4), "half": best_after(losses, budget // 2),
@@ -194,7 +259,7 @@ def compare(space: Space, configs: list, curves: np.ndarray, seed: int) -> dict:
 
 
 def table(title: str, rows: list) -> str:
-    methods = ["DyHPO", "ASHA (stopping)", "random, full training"]
+    methods = ["DyHPO", "ASHA (stopping)", "ASHA (promotion)", "random, full training"]
     budget = np.mean([r["budget"] for r in rows])
     lines = [f"### {title}: {len(rows)} seeds, budget = ASHA's total epochs (mean {budget:.0f})", "",
              "| method | best loss at E/4 | at E/2 | at E | epochs to reach ASHA's final best (median; reached) |",
@@ -228,8 +293,33 @@ def overhead() -> str:
 
 def sleepy_curve(config: dict, epoch: int, previous_epoch: int, checkpoint_path: str) -> dict:
     """A synthetic epoch that takes ``config["seconds"]`` of wall time (the worker is busy, not the CPU)."""
+    import os
+
+    started = time.time()
     time.sleep(config["seconds"])
-    return {"epoch": epoch, "metric": (config["x"] - 0.7) ** 2 + math.exp(-(0.2 + config["x"]) * epoch)}
+    return {"epoch": epoch, "metric": (config["x"] - 0.7) ** 2 + math.exp(-(0.2 + config["x"]) * epoch),
+            "epoch_started": started, "epoch_ended": time.time(), "worker_pid": os.getpid()}
+
+
+def idle_breakdown(epochs: list, fit_started: float, fit_ended: float) -> dict:
+    """Worker-seconds not spent in epochs, by cause, from (trial_id, epoch, started, ended, pid) rows.
+
+    Per worker process (actors are reused): before its first epoch ("start"), between two epochs of one trial
+    that continued ("continue"), between epochs of different trials ("switch to new" / "switch to resumed",
+    the freed worker's pause, reset and restore), after its last epoch ("end").
+    """
+    idle = dict.fromkeys(["start", "continue", "switch to new", "switch to resumed", "end"], 0.0)
+    by_pid = {}
+    for row in sorted(epochs, key=lambda row: row[2]):
+        by_pid.setdefault(row[4], []).append(row)
+    for rows in by_pid.values():
+        idle["start"] += rows[0][2] - fit_started
+        idle["end"] += fit_ended - rows[-1][3]
+        for before, after in zip(rows, rows[1:]):
+            cause = "continue" if before[0] == after[0] else (
+                "switch to new" if after[1] == 1 else "switch to resumed")
+            idle[cause] += after[2] - before[3]
+    return {"workers seen": len(by_pid), **{k: round(v, 1) for k, v in idle.items()}}
 
 
 def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str:
@@ -243,23 +333,39 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str
 
     from tunekit.trainables import epoch_trainable
 
+    class Epochs(tune.Callback):
+        def __init__(self):
+            self.rows = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.rows.append((trial.trial_id, result["epoch"], result["epoch_started"], result["epoch_ended"],
+                              result["worker_pid"]))
+
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     space = Space.from_tune({"x": tune.uniform(0.0, 1.0), "seconds": epoch_seconds})
     searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=10, max_budget=budget, seed=0)
+    epochs = Epochs()
     with tempfile.TemporaryDirectory() as storage:
         tuner = tune.Tuner(
             epoch_trainable(sleepy_curve),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=DyHPOScheduler(searcher), num_samples=-1,
                                         max_concurrent_trials=workers, reuse_actors=True),
-            run_config=tune.RunConfig(storage_path=storage, verbose=0))
-        started = time.perf_counter()
+            run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[epochs]))
+        started = time.time()
         tuner.fit()
-        wall = time.perf_counter() - started
+        ended = time.time()
     ray.shutdown()
+    wall = ended - started
     busy = searcher._dyhpo.spent * epoch_seconds
+    decisions = np.array(searcher._dyhpo.decision_seconds) * 1000
+    first, last = min(row[2] for row in epochs.rows), max(row[3] for row in epochs.rows)
+    in_epochs = sum(row[3] - row[2] for row in epochs.rows)
     return (f"Utilization: {workers} workers, {searcher._dyhpo.spent} epochs of {epoch_seconds:.1f} s in "
-            f"{wall:.1f} s wall: workers busy {100 * busy / (workers * wall):.0f} % of the time "
-            f"(ideal wall {busy / workers:.1f} s; decisions {searcher._dyhpo.counts})")
+            f"{wall:.1f} s wall: workers busy {100 * busy / (workers * wall):.0f} % of the time, "
+            f"{100 * in_epochs / (workers * (last - first)):.0f} % from the first epoch's start to the last's end "
+            f"(ideal wall {busy / workers:.1f} s; decisions {searcher._dyhpo.counts}; decision time "
+            f"{decisions.sum() / 1000:.1f} s in all, max {decisions.max():.0f} ms; load average "
+            f"{os.getloadavg()[0]:.1f})\n  idle worker-seconds by cause: {idle_breakdown(epochs.rows, started, ended)}")
 
 
 def export_problems(path: Path, seeds: int, mlp_seeds: int, mlp_configs: int, skip_mlp: bool) -> None:

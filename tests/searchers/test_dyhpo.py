@@ -120,8 +120,9 @@ def test_tuner_restore_continues_the_search(ray_session, tmp_path):
     state_files = sorted((tmp_path / "restore").glob("searcher-state-*.pkl"))
     restored = make_searcher(max_budget=12)
     restored.restore(str(state_files[-1]))
-    # Ray restarts every paused trial once after a restore: each may add one epoch beyond the budget
-    assert 12 <= restored._dyhpo.spent <= 12 + len(history.rows)
+    # Ray re-queues every paused trial on restore; the scheduler keeps them paused, so none trains an epoch
+    # DyHPO did not choose and the budget is spent exactly
+    assert restored._dyhpo.spent == 12
     finished = [r.metrics for r in results if r.metrics and "epoch" in r.metrics]
     assert all(metrics["training_iteration"] == metrics["epoch"] for metrics in finished)
     assert max(metrics["epoch"] for metrics in finished) >= 3
@@ -198,6 +199,22 @@ def test_save_and_restore_round_trip_curves_budget_pool_and_model(tmp_path):
     assert restored._dyhpo.unused == searcher._dyhpo.unused and restored._dyhpo.pool == searcher._dyhpo.pool
     assert restored._dyhpo.model_weights is not None
     assert restored.decide() in set(paused) | {"new"}
+
+
+@pytest.mark.parametrize("starting, expected", [(1, ["CONTINUE"] * 5 + ["STOP"]), (0, ["PAUSE"])])
+def test_a_trial_keeps_its_worker_while_ray_starts_a_worker_process_for_another(starting, expected):
+    """Pausing would hand the worker to the waiting trial and Ray would cancel the process it is starting."""
+    searcher = make_searcher(max_budget=40)
+    DyHPOScheduler(searcher).set_search_properties(None, None)
+    searcher.set_max_concurrency(2)
+    assert isinstance(searcher.suggest("t0"), dict) and isinstance(searcher.suggest("t1"), dict)
+    searcher.waiting_to_start(1, starting=starting)
+    actions = []
+    for epoch in range(1, 7):
+        actions.append(searcher.on_result("t0", {"training_iteration": epoch, "metric": 1.0 / epoch}))
+        if actions[-1] != "CONTINUE":
+            break
+    assert actions == expected
 
 
 @pytest.mark.parametrize("name, value", [("max_epochs", 0), ("num_configurations", 1.5), ("max_budget", -3)])

@@ -10,6 +10,7 @@ lives in the searcher, so the two always agree and one ``save`` holds everything
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Dict, Optional
 
 from ray.tune.experiment import Trial
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
 logger = logging.getLogger(__name__)
+
+#: Seconds from the first trial that waited for a worker during which running trials keep their workers while
+#: others wait (so that Ray starts one worker process per concurrent trial); the start-up phase also ends once
+#: ``max_concurrent_trials`` trials ran at once. Bounded so that a cluster too small for them cannot stop all pauses.
+WORKER_START_GRACE_S = 30.0
 
 _USAGE = ("use them together: searcher = DyHPOSearch(...); tune.TuneConfig(search_alg=searcher, "
           "scheduler=DyHPOScheduler(searcher))")
@@ -51,6 +57,8 @@ class DyHPOScheduler(TrialScheduler):
             raise TypeError(f"DyHPOScheduler(searcher={searcher!r}): pass the DyHPOSearch it decides with; {_USAGE}")
         self.searcher = searcher
         self.in_use = False
+        self._first_wait: Optional[float] = None
+        self._workers_full = False
         searcher.scheduler = self
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
@@ -59,12 +67,38 @@ class DyHPOScheduler(TrialScheduler):
         return True
 
     def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
+        """Check the pairing; after ``Tuner.restore``, keep the trials DyHPO had paused paused.
+
+        Ray re-queues every unfinished trial as PENDING on restore and would start them all, each training an
+        epoch DyHPO did not choose (past ``max_budget`` when it was nearly spent). A trial DyHPO holds paused
+        and that has a checkpoint is set back to PAUSED here, before Ray files it by status, so it resumes only
+        when ``choose_trial_to_run`` picks it; any other restored trial is counted as running again.
+        """
         if not _wraps(getattr(tune_controller, "search_alg", None), self.searcher):
             raise ValueError(f"DyHPOScheduler runs only with the DyHPOSearch it was built on as search_alg; {_USAGE}")
-        self.searcher.restarted(trial.trial_id)
+        if trial.status == Trial.PENDING and trial.checkpoint is not None and self.searcher.is_paused(trial.trial_id):
+            trial.set_status(Trial.PAUSED)
+        else:
+            self.searcher.restarted(trial.trial_id)
 
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> str:
+        self._note_waiting(tune_controller.get_trials())
         return self.searcher.on_result(trial.trial_id, result)
+
+    def _note_waiting(self, trials: list) -> list:
+        """Tell the searcher how many trials wait for a worker, and how many of them wait while Ray may still be
+        starting the worker processes of the run's start-up phase; returns the waiting trials."""
+        now = time.monotonic()
+        pending = [trial for trial in trials if trial.status == Trial.PENDING]
+        if pending and self._first_wait is None:
+            self._first_wait = now
+        running = sum(trial.status == Trial.RUNNING for trial in trials)
+        workers = self.searcher.max_concurrent()
+        self._workers_full = self._workers_full or (workers is not None and running >= workers)
+        in_grace = self._first_wait is not None and now - self._first_wait < WORKER_START_GRACE_S
+        starting = in_grace and not self._workers_full
+        self.searcher.waiting_to_start(len(pending), len(pending) if starting else 0)
+        return pending
 
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> None:
         """Nothing to do: Ray tells the searcher too, which records the trial as done."""
@@ -82,8 +116,7 @@ class DyHPOScheduler(TrialScheduler):
         experiment ends.
         """
         trials = tune_controller.get_trials()
-        pending = [trial for trial in trials if trial.status == Trial.PENDING]
-        self.searcher.waiting_to_start(len(pending))
+        pending = self._note_waiting(trials)
         if pending:
             return pending[0]
         paused = {trial.trial_id: trial for trial in trials if trial.status == Trial.PAUSED}

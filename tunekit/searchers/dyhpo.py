@@ -13,6 +13,9 @@ Designed against the known failure of pure DyHPO (spending the budget on first e
   1/``PROMOTION_ETA`` at their budget (a successive-halving promotion), chosen among themselves by EI;
 - the trial that just reported competes as a paused trial, and continues without a pause/resume round trip
   when it wins;
+- while other trials wait for a worker process that Ray is still starting, the trial that just reported keeps
+  its worker: pausing it would hand its process to the waiting trial, Ray would cancel the new process, and the
+  pool of workers would never grow to ``max_concurrent_trials``;
 - trials running on other workers are excluded and fantasized at their next budget, so N workers spread out;
 - the surrogate sees at most ``MAX_FIT_POINTS`` observations and is refitted (warm) every
   ``REFIT_EVERY`` observations, only conditioned on new data in between, so decisions stay cheap.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -59,6 +63,10 @@ class TrialCurve:
     status: str = RUNNING
 
 
+#: Decision times kept for inspection and benchmarks (the latest ones), so the state does not grow per decision.
+DECISION_TIMES_KEPT = 10_000
+
+
 @dataclass
 class DyHPOState:
     """All of DyHPO's state, pickled by ``save``: pool, curves, budget, model weights, decision statistics."""
@@ -72,7 +80,7 @@ class DyHPOState:
     max_concurrent: Optional[int] = None
     waiting_to_start: int = 0
     next_new: Optional[int] = None
-    decision_seconds: list = field(default_factory=list)
+    decision_seconds: deque = field(default_factory=lambda: deque(maxlen=DECISION_TIMES_KEPT))
     counts: dict = field(default_factory=lambda: {"new": 0, "continue": 0, "resume": 0, "pause": 0})
 
 
@@ -109,6 +117,7 @@ class DyHPOSearch(SpaceSearcher):
         self._rng = np.random.default_rng(seed)
         self._model: Optional[DeepKernelGP] = None
         self._cache: Optional[tuple] = None
+        self._starting = 0
         self._version = 0
         self.scheduler = None
         super().__init__(space=space, metric=metric, mode=mode, seed=seed)
@@ -201,10 +210,15 @@ class DyHPOSearch(SpaceSearcher):
         """Whether ``max_budget`` epochs have been trained (epochs committed to running trials may still fail)."""
         return self.max_budget is not None and self._dyhpo.spent >= self.max_budget
 
-    def waiting_to_start(self, count: int) -> None:
-        """Ray's count of trials waiting for resources: without ``max_concurrent_trials`` a worker is free
-        only when none waits."""
+    def waiting_to_start(self, count: int, starting: int = 0) -> None:
+        """Ray's count of trials waiting for resources (without ``max_concurrent_trials`` a worker is free
+        only when none waits), and of those waiting while Ray may still be starting new worker processes."""
         self._dyhpo.waiting_to_start = count
+        self._starting = starting
+
+    def max_concurrent(self) -> Optional[int]:
+        """Ray's ``max_concurrent_trials`` (the number of workers), None when not set."""
+        return self._dyhpo.max_concurrent
 
     def running_count(self) -> int:
         return sum(1 for curve in self._dyhpo.curves.values() if curve.status == RUNNING)
@@ -244,13 +258,18 @@ class DyHPOSearch(SpaceSearcher):
             curve.status = DONE
             return TrialScheduler.STOP
         curve.status = PAUSED
-        if self.decide() == trial_id:
+        if self._keeps_worker(trial_id, self.decide()):
             curve.status = RUNNING
             self._dyhpo.counts["continue"] += 1
             self._changed()
             return TrialScheduler.CONTINUE
         self._dyhpo.counts["pause"] += 1
         return TrialScheduler.PAUSE
+
+    def _keeps_worker(self, trial_id: str, choice: Optional[str]) -> bool:
+        """Whether the trial that just reported continues: it is the choice, or Ray is still starting a worker
+        process for a waiting trial."""
+        return choice == trial_id or self._starting > 0
 
     def choose_paused(self, paused: dict) -> Optional[str]:
         """The paused trial (id among ``paused``, those Ray holds PAUSED) to resume now, or None."""
@@ -269,8 +288,13 @@ class DyHPOSearch(SpaceSearcher):
         has_paused = any(c.status == PAUSED for c in self._dyhpo.curves.values())
         return has_paused and not self.budget_spent()
 
+    def is_paused(self, trial_id: str) -> bool:
+        """Whether DyHPO holds this trial paused (it may still be resumed)."""
+        curve = self._dyhpo.curves.get(trial_id)
+        return curve is not None and curve.status == PAUSED
+
     def restarted(self, trial_id: str) -> None:
-        """Ray restarts every unfinished trial after ``Tuner.restore``: count it as running."""
+        """A trial Ray starts again after ``Tuner.restore`` without a checkpoint to pause at: count it as running."""
         curve = self._dyhpo.curves.get(trial_id)
         if curve is not None and curve.status == PAUSED:
             curve.status = RUNNING

@@ -76,6 +76,21 @@ BAD_FILES = {
                               "accepted: ['default', 'high', 'log', 'low', 'step']"),
     "no parameters": (compose(parameters__x=None), "[parameters]", "missing or empty"),
     "TOML syntax": ("[experiment]\nname = \n", "TOML syntax", "line 2"),
+    "ASHA promotion pauses trials": (compose(scheduler='name = "asha"\nrule = "promotion"'), "[scheduler] rule",
+                                     "rule='promotion' pauses trials"),
+    "median without hard stop pauses trials": (compose(scheduler='name = "median"\nhard_stop = false'),
+                                               "[scheduler] hard_stop", 'use hard_stop = true'),
+    "name with a newline": (compose(experiment=GOOD["experiment"].replace('"bad"', '"bad\\n"')),
+                            "[experiment] name", "not a folder name"),
+    "control character in a key": (compose(experiment=GOOD["experiment"] + '\n"\\u001b[2J" = 1'),
+                                   "[experiment] \\x1b[2J", "unknown key"),
+    "NUL in argv": (compose(command='argv = ["prog\\u0000"]'), "[command] argv", "without NUL"),
+    "bad env name": (compose(command='argv = ["prog"]\nenv = {"A=B" = "x"}'), "[command] env.A=B",
+                     "not an environment variable name"),
+    "NaN timeout": (compose(command='argv = ["prog"]\ntimeout_s = nan'), "[command] timeout_s", "finite"),
+    "deeply nested TOML": ("x = " + "[" * 2000 + "]" * 2000, "TOML syntax", "nested too deeply"),
+    "int bound past exact floats": (compose(parameters__x='type = "int"\nlow = 0\nhigh = 9007199254740993'),
+                                    "[parameters.x]", "[-2**40, 2**40]"),
 }
 
 
@@ -164,3 +179,65 @@ def test_a_killed_run_resumes_without_rerunning_finished_trials(ray_session, tmp
     assert len(finished) == 4 and len(set(finished)) == 4
     summary = json.loads((tmp_path / "runs" / "resume" / "best.json").read_text())
     assert summary["trials"] == {"succeeded": 4}
+
+
+LOCK_HOLDER = """
+import sys, time
+from tunekit.experiment import experiment_lock, load_experiment
+with experiment_lock(load_experiment(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+# A trial program that reports whether its experiment's lock is held while it runs.
+LOCK_PROBE = """
+import fcntl, json, sys
+results, lock = sys.argv[1:3]
+with open(lock, "a") as handle:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held = 0
+    except BlockingIOError:
+        held = 1
+with open(results, "w") as out:
+    json.dump({"loss": 0.0, "lock_held": held}, out)
+"""
+
+
+def test_one_run_at_a_time_per_experiment_and_a_killed_runs_lock_is_taken_over(ray_session, tmp_path, capsys,
+                                                                               caplog):
+    folder = tmp_path / "runs" / "locked"
+    probe = tmp_path / "probe.py"
+    probe.write_text(LOCK_PROBE)
+    path = tmp_path / "locked.toml"
+    path.write_text(compose(
+        experiment=GOOD["experiment"].replace('"bad"', '"locked"') + "\nnum_samples = 1",
+        command=f'argv = [{json.dumps(sys.executable)}, {json.dumps(str(probe))}, "{{results_path}}", '
+                f'{json.dumps(str(folder / ".tunekit.lock"))}]'))
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for extra in ([], ["--restart"]):
+            assert cli.main(["run", str(path), "--quiet", *extra]) == 2
+            (line,) = capsys.readouterr().err.strip().splitlines()
+            assert f"folder '{folder}' is in use by another tunekit run (pid {holder.pid} on " in line
+        assert sorted(p.name for p in folder.parent.iterdir()) == ["locked"]
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+    with caplog.at_level("WARNING", logger="tunekit.experiment"):
+        assert cli.main(["run", str(path), "--quiet"]) == 0
+    assert f"taking over the lock of {folder}" in caplog.text and f"pid {holder.pid}" in caplog.text
+    (trial,) = folder.glob("trial_*")
+    assert json.loads((trial / "results.json").read_text())["lock_held"] == 1
+    assert (folder / ".tunekit.lock").read_text() == ""  # released
+
+
+def test_a_storage_path_that_cannot_hold_folders_is_one_line_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "runs").write_text("a file, not a folder")
+    path = tmp_path / "experiment.toml"
+    path.write_text(compose())
+    assert cli.main(["run", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"tunekit: error: {path}: [experiment] storage_path: cannot create the experiment folder")

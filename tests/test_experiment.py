@@ -235,14 +235,46 @@ def test_a_restarted_trial_whose_program_already_wrote_results_is_not_run_again(
     assert status(earlier)["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("kind, name", [(kind, name) for kind in registry.KINDS for name in registry.names(kind)
-                                         if not (kind == "searcher" and name in registry.NOT_FOR_COMMANDS)])
+@pytest.mark.parametrize("kind, name", [(kind, name) for kind, table in registry.KINDS.items()
+                                         for name in registry.names(kind) if not table[name].pauses])
 def test_every_registered_name_resolves_and_exposes_only_its_own_options(kind, name):
     factory, entry = registry.resolve(kind, name)
     accepted = registry.accepted_options(factory, entry)
     assert not {"space", "metric", "mode"} & set(accepted)
+    for pausing in entry.pausing_options:
+        assert pausing.option in accepted
     if name == "asha":
         assert {"time_attr", "max_t", "grace_period", "reduction_factor"} <= set(accepted)
+
+
+@pytest.mark.parametrize("name, option, pausing, running", [
+    ("asha", "rule", "promotion", "stopping"), ("median", "hard_stop", False, True),
+    ("median", "hard_stop", 0, 1)])
+def test_scheduler_options_that_pause_trials_are_refused_before_anything_starts(name, option, pausing, running):
+    """Command trials cannot pause: these options once failed only at a trial's first pause, mid-run."""
+    with pytest.raises(registry.OptionError) as refused:
+        registry.build_scheduler(name, {option: pausing})
+    assert refused.value.option == option
+    assert f"{option}={pausing!r} pauses trials" in str(refused.value) and "use " in str(refused.value)
+    assert registry.build_scheduler(name, {option: running}) is not None
+    assert registry.SCHEDULERS[name].pausing_options and not registry.SCHEDULERS[name].pauses
+    assert registry.SEARCHERS["dyhpo"].pauses
+
+
+def test_points_to_evaluate_and_grids_are_checked_against_the_space():
+    from tunekit.space import Space
+
+    space = Space.from_dict({"x": {"type": "float", "low": 0.0, "high": 1.0}, "n": {"type": "int", "low": 0,
+                                                                                   "high": 10**6}})
+    for points, named in (([{"x": 5.0}], "parameter 'x'"), ([{"y": 1}], "'y' is not a parameter"),
+                          ([3], r"points_to_evaluate\[0\] must be a table"), ("x", "must be a list")):
+        with pytest.raises(registry.OptionError, match=named):
+            registry.build_searcher("random", {"points_to_evaluate": points}, space, "loss", "min")
+    assert registry.build_searcher("random", {"points_to_evaluate": [{"x": 0.5}]}, space, "loss", "min")
+    grid = Space.from_dict({"a": {"type": "int", "low": 0, "high": 1000}, "b": {"type": "int", "low": 0,
+                                                                               "high": 1000}})
+    with pytest.raises(ValueError, match=r"1002001 combinations \('a': 1001, 'b': 1001\), more than 100000"):
+        registry.grid_search(grid)
 
 
 def test_the_best_trial_is_the_best_final_metric_of_trials_that_ended_with_one(tmp_path):

@@ -15,17 +15,21 @@ from tunekit.parameters import (Categorical, Constant, Float, Int, Ordinal, Para
 
 _TUNE_ACCEPTED = ("accepted: tune.uniform, quniform, loguniform, qloguniform, randint, qrandint, lograndint, "
                   "qlograndint, choice, plain constants and nested dicts")
+# Deepest nesting of param_space dicts: deeper ones are refused by name instead of exhausting the stack.
+MAX_NESTING = 64
 
 
 # --- Ray Tune ---------------------------------------------------------------------------------------
 
-def holds_tune_domain(node: Any) -> bool:
+def holds_tune_domain(node: Any, depth: int = 0) -> bool:
     """True when a (nested) dict holds a Ray Tune domain or a ``grid_search`` spec (checked without
-    importing Ray)."""
+    importing Ray) within ``MAX_NESTING`` levels."""
+    if depth > MAX_NESTING:
+        return False
     if isinstance(node, Mapping):
-        return "grid_search" in node or any(holds_tune_domain(v) for v in node.values())
+        return "grid_search" in node or any(holds_tune_domain(v, depth + 1) for v in node.values())
     if isinstance(node, (list, tuple)):
-        return any(holds_tune_domain(v) for v in node)
+        return any(holds_tune_domain(v, depth + 1) for v in node)
     return (type(node).__module__ or "").startswith("ray.tune")
 
 
@@ -46,6 +50,9 @@ def _walk_tune(node: Mapping[str, Any], prefix: str, params: list[Parameter]) ->
             raise ValueError(f"param_space key {prefix}{key!r} must be a string without '/' "
                              "('/' joins nested keys into path names)")
         name = prefix + key
+        if name.count("/") >= MAX_NESTING:
+            raise ValueError(f"parameter {name[:200]!r}...: param_space is nested more than {MAX_NESTING} levels "
+                             "deep")
         if isinstance(value, Mapping) and "grid_search" in value:
             raise ValueError(f"parameter {name!r}: tune.grid_search is not supported by tunekit's Space "
                              f"(searchers choose the points); use tune.choice instead; {_TUNE_ACCEPTED}")
@@ -87,6 +94,8 @@ def _param_from_domain(name: str, domain: Any, sample: Any) -> Parameter:
 def _param_from_integer(name: str, lower: int, upper: int, q: float | None, log: bool) -> Parameter:
     """Ray integer domain -> Int (upper exclusive when q is None or 1), or the multiples of q > 1
     (upper inclusive) as an Ordinal."""
+    if q is not None and not (_is_number(q) and 0 < q < math.inf):
+        raise ValueError(f"parameter {name!r}: quantization q={q!r} must be a finite number > 0")
     if q is None or q == 1:
         if upper - 1 < lower:
             raise ValueError(f"parameter {name!r}: tune.randint({lower}, {upper}) holds no integer "
@@ -217,7 +226,7 @@ def _param_from_entry(name: str, entry: Any) -> Parameter:
 
 def _param_from_typed_entry(name: str, entry: Mapping[str, Any]) -> Parameter:
     kind = entry.get("type")
-    if kind not in _ENTRY_KEYS:
+    if not isinstance(kind, str) or kind not in _ENTRY_KEYS:
         raise ValueError(f"parameter {name!r}: type {kind!r} is not one of {sorted(_ENTRY_KEYS)}")
     required, optional = _ENTRY_KEYS[kind]
     keys = set(entry) - {"type"}
@@ -253,7 +262,8 @@ def _param_from_maggy(name: str, kind: str, values: Any) -> Parameter:
 def _param_from_deephyper_range(name: str, entry: tuple) -> Parameter:
     """DeepHyper ``(low, high)`` or ``(low, high, prior)``: ints -> Int, else Float; prior "log-uniform"."""
     prior = entry[2] if len(entry) == 3 else "uniform"
-    if len(entry) not in (2, 3) or not all(_is_number(v) for v in entry[:2]) or prior not in _DEEPHYPER_PRIORS:
+    if (len(entry) not in (2, 3) or not all(_is_number(v) for v in entry[:2]) or not isinstance(prior, str)
+            or prior not in _DEEPHYPER_PRIORS):
         raise ValueError(f"parameter {name!r}: a tuple is a DeepHyper range (low, high) or (low, high, prior) "
                          f"with prior in {sorted(_DEEPHYPER_PRIORS)}, got {entry!r}; write a list for a set "
                          "of values")

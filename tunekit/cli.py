@@ -152,7 +152,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return command_plot(args.path, args.out)
         return command_validate(args.file)
     except BadInput as error:
-        print(f"tunekit: error: {error}", file=sys.stderr)
+        from tunekit.experiment import printable
+
+        print(f"tunekit: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

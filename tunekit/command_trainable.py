@@ -120,7 +120,7 @@ def read_results(path: Path, metric: str) -> dict:
         raise TrialFailure(f"the program wrote no results file {path.name}")
     try:
         results = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise TrialFailure(f"malformed results file {path.name}: {error}") from None
     check_metrics(results, metric, f"results file {path.name}")
     return results
@@ -169,7 +169,7 @@ class ProgressReader:
             where = f"line {self.count} of {self.path.name}"
             try:
                 report = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as error:
+            except (ValueError, RecursionError) as error:
                 raise TrialFailure(f"malformed {where}: {error}") from None
             check_metrics(report, self.metric, where)
             reports.append(report)
@@ -202,10 +202,10 @@ class CommandTrainable(tune.Trainable):
         status_path = self.trial_dir / STATUS_FILE
         try:
             status = json.loads(status_path.read_text())
-            if status.get("status") not in ("succeeded", "running"):
+            if not isinstance(status, dict) or status.get("status") not in ("succeeded", "running"):
                 return None
             results = read_results(self.paths["results_path"], self.spec.metric)
-        except (OSError, ValueError, TrialFailure):
+        except (OSError, ValueError, RecursionError, TrialFailure):
             return None
         if status["status"] == "running":
             write_json(status_path, {**status, "status": "succeeded", "recovered_after_interruption": True})

@@ -13,12 +13,14 @@ and ``best.json`` beside the trial folders.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
+import socket
 import time
 import tomllib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
@@ -26,6 +28,7 @@ from typing import Any, Iterator, Mapping, Optional
 from tunekit import registry
 from tunekit.command_trainable import CommandSpec, placeholders_in
 from tunekit.resources import trial_resources
+from tunekit.parameters import _is_finite
 from tunekit.space import Space
 from tunekit.summary import STORED_FILE, write_summary
 
@@ -35,7 +38,8 @@ DEFAULT_STORAGE = "tunekit_runs"
 DEFAULT_SEARCHER = "random"
 DEFAULT_SCHEDULER = "fifo"
 DEFAULT_NUM_SAMPLES = 10
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAMETER_IN_MESSAGE = re.compile(r"^parameter '([^']+)'")
 # Seconds between snapshots of the experiment state (trial statuses, searcher state) that a resume reads.
 _STATE_SNAPSHOT_S = "1"
@@ -45,8 +49,15 @@ class ExperimentFileError(ValueError):
     """A problem in an experiment file: ``"<file>: <key>: <what is wrong and what is accepted>"``."""
 
     def __init__(self, path: Path | str, key: str, detail: str):
-        self.path, self.key, self.detail = str(path), key, " ".join(str(detail).split())
-        super().__init__(f"{self.path}: {key}: {self.detail}")
+        self.path, self.key = printable(str(path)), printable(key)
+        self.detail = " ".join(printable(str(detail)).split())
+        super().__init__(f"{self.path}: {self.key}: {self.detail}")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\n``, ``\\x1b``), so that a key or
+    value from a file can neither break an error line in two nor drive the terminal."""
+    return "".join(char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text)
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
 }
 OPEN_SECTIONS = ("searcher", "scheduler", "parameters")
-_KIND_WORDS = {"str": "a string", "int": "an integer", "number": "a number",
+_KIND_WORDS = {"str": "a string", "int": "an integer", "number": "a finite number",
                "str_list": "a non-empty list of strings", "str_table": "a table of strings"}
 
 
@@ -126,20 +137,26 @@ class Experiment:
         return self.settings.storage_path / self.settings.name
 
 
+def _is_text(value: Any) -> bool:
+    """A string a program can receive (argv, environment, paths): no NUL character."""
+    return isinstance(value, str) and "\x00" not in value
+
+
 def _check_value(key: Key, value: Any) -> Optional[str]:
     """What is wrong with ``value`` for ``key`` (None when nothing is)."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if key.kind == "str":
-        ok = isinstance(value, str) and value != ""
+        ok = _is_text(value) and value != ""
     elif key.kind == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif key.kind == "number":
-        ok = is_number
+        ok = isinstance(value, (int, float)) and _is_finite(value)
     elif key.kind == "str_list":
-        ok = isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+        ok = isinstance(value, list) and bool(value) and all(_is_text(item) for item in value)
     else:
-        ok = isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+        ok = isinstance(value, dict) and all(_is_text(item) for item in value.values())
     expected = _KIND_WORDS[key.kind] + (f" >= {key.minimum:g}" if key.minimum is not None else "")
+    if key.kind in ("str", "str_list", "str_table"):
+        expected += " (without NUL characters)"
     if ok and key.minimum is not None:
         ok = value >= key.minimum
     if ok and key.choices:
@@ -181,9 +198,9 @@ def _read_component(path: Path, document: dict, kind: str, default: str) -> Comp
 
 def _settings(path: Path, document: dict, searcher: Component) -> ExperimentSettings:
     table = _read_section(path, document, "experiment")
-    if not _NAME_PATTERN.match(table["name"]):
+    if not _NAME_PATTERN.fullmatch(table["name"]):
         raise ExperimentFileError(path, "[experiment] name", f"{table['name']!r} is not a folder name; "
-                                  "use letters, digits, '.', '_' and '-', starting with a letter or digit")
+                                  "use 1 to 200 letters, digits, '.', '_' and '-', starting with a letter or digit")
     try:
         trial_resources(cpu=table["cpu"], gpu=table["gpu"])
     except (ValueError, TypeError) as error:
@@ -200,6 +217,10 @@ def _command(path: Path, document: dict, settings: ExperimentSettings) -> Comman
     table = _read_section(path, document, "command")
     templates = [(f"[command] argv[{i}]", item) for i, item in enumerate(table["argv"])]
     templates += [(f"[command] env.{name}", value) for name, value in table["env"].items()]
+    for name in table["env"]:
+        if not _ENV_NAME_PATTERN.fullmatch(name):
+            raise ExperimentFileError(path, f"[command] env.{name}", f"{name!r} is not an environment variable "
+                                      "name; use letters, digits and '_', not starting with a digit")
     for key, template in templates:
         try:
             placeholders_in(template)
@@ -246,6 +267,8 @@ def parse_experiment(text: str, path: Path | str = "<string>") -> Experiment:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ExperimentFileError(path, "TOML syntax", str(error)) from None
+    except RecursionError:
+        raise ExperimentFileError(path, "TOML syntax", "arrays or tables nested too deeply") from None
     sections = (*SECTIONS, *OPEN_SECTIONS)
     for name in document:
         if name not in sections:
@@ -330,28 +353,86 @@ def build_tuner(experiment: Experiment, verbose: int = 1) -> Any:
                       tune_config=tune_config, run_config=run_config)
 
 
-def _prepare_folder(experiment: Experiment, restart: bool) -> bool:
-    """Make the experiment folder ready; True when an interrupted run of the same file is to be continued."""
+LOCK_FILE = ".tunekit.lock"
+
+
+def _holds_a_run(folder: Path) -> bool:
+    """True when ``folder`` holds anything besides its lock file."""
+    return folder.is_dir() and any(entry.name != LOCK_FILE for entry in folder.iterdir())
+
+
+@contextmanager
+def experiment_lock(experiment: Experiment) -> Iterator[None]:
+    """Hold the lock of the experiment folder (created if missing) while the block runs.
+
+    Two runs of one experiment at once would run trials twice and corrupt Ray's state, so a second run is
+    refused with an :class:`ExperimentFileError` naming the folder and the holder's pid. The lock is an
+    ``flock`` on ``<folder>/.tunekit.lock``: the kernel releases it when its holder exits in any way, SIGKILL
+    included, so the lock of a dead run is taken over (logged). The file holds the holder's pid and host
+    while held and is emptied on release.
+    """
+    folder = experiment.experiment_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ExperimentFileError(experiment.path, "[experiment] storage_path",
+                                  f"cannot create the experiment folder {str(folder)!r}: {error}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "pid unknown"
+            raise ExperimentFileError(experiment.path, "[experiment] name", f"folder {str(folder)!r} is in use by "
+                                      f"another tunekit run ({holder}); wait for it to end or stop it") from None
+        previous = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        if previous:
+            logger.warning("taking over the lock of %s from a run that ended without releasing it (%s)",
+                           folder, previous)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _prepare_folder(experiment: Experiment) -> bool:
+    """Make the (locked) experiment folder ready; True when an interrupted run of the same file is to be
+    continued."""
     from ray import tune
 
     folder = experiment.experiment_dir
-    if folder.exists() and restart:
-        aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        folder.rename(aside)
-        logger.warning("--restart: the previous run of %s was moved to %s", folder.name, aside)
-    if not folder.exists():
-        folder.mkdir(parents=True)
+    if not _holds_a_run(folder):
         (folder / STORED_FILE).write_text(experiment.text)
         return False
     stored = folder / STORED_FILE
     if not tune.Tuner.can_restore(str(folder)) or not stored.is_file():
         raise ExperimentFileError(experiment.path, "[experiment] name", f"folder {str(folder)!r} exists but "
                                   "holds no run tunekit can continue; use --restart to start afresh")
-    if tomllib.loads(stored.read_text()) != experiment.document:
+    try:
+        same = tomllib.loads(stored.read_text()) == experiment.document
+    except (ValueError, RecursionError):
+        same = False
+    if not same:
         raise ExperimentFileError(experiment.path, "[experiment] name", f"folder {str(folder)!r} holds a run "
                                   f"of a different experiment file ({stored}); use --restart to replace it "
                                   "or change the name")
     return True
+
+
+def _move_aside(experiment: Experiment) -> None:
+    """--restart: move the previous run's folder to ``<name>.replaced-<time>``."""
+    folder = experiment.experiment_dir
+    aside = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        folder.rename(aside)
+    except OSError as error:
+        raise ExperimentFileError(experiment.path, "[experiment] name",
+                                  f"cannot move {str(folder)!r} aside for --restart: {error}") from None
+    logger.warning("--restart: the previous run of %s was moved to %s", folder.name, aside)
 
 
 def run_experiment(experiment: Experiment, restart: bool = False, verbose: int = 1,
@@ -361,12 +442,22 @@ def run_experiment(experiment: Experiment, restart: bool = False, verbose: int =
     Continuing uses ``tune.Tuner.restore``: the searcher's state comes back, finished and failed trials
     stay as they were, and trials that were running start again. When Ray is not initialized yet it is
     started on ``address``: "local" (a new Ray on this machine, the default), "auto" or a cluster address
-    (default: the ``RAY_ADDRESS`` environment variable, else "local").
+    (default: the ``RAY_ADDRESS`` environment variable, else "local"). The experiment folder is locked for
+    the whole run (:func:`experiment_lock`).
     """
+    with ExitStack() as held:
+        held.enter_context(experiment_lock(experiment))
+        if restart and _holds_a_run(experiment.experiment_dir):
+            _move_aside(experiment)
+            held.enter_context(experiment_lock(experiment))
+        resume = _prepare_folder(experiment)
+        return _fit(experiment, resume, verbose, address)
+
+
+def _fit(experiment: Experiment, resume: bool, verbose: int, address: Optional[str]) -> dict:
     import ray
     from ray import tune
 
-    resume = _prepare_folder(experiment, restart)
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=verbose > 0)
     with _tune_environment():

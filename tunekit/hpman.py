@@ -38,11 +38,12 @@ import math
 import threading
 import warnings
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from hpman import HyperParameterManager, HyperParamTree, NotLiteralEvaluable
 
+from tunekit.parameters import _is_finite
 from tunekit.space import Categorical, Float, Int, Ordinal, Space
 
 SEARCH_HINTS = frozenset({"choices", "transitions", "range", "scale", "method", "full_range_sampling",
@@ -97,10 +98,6 @@ def _merged_hints(node: Any) -> dict:
     return merged
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def _check_choices(name: str, default: Any, hints: dict) -> None:
     choices = hints["choices"]
     if not isinstance(choices, (list, tuple)) or not choices:
@@ -115,9 +112,9 @@ def _check_choices(name: str, default: Any, hints: dict) -> None:
 def _check_range(name: str, decl: Declaration) -> None:
     hints = decl.hints
     bounds = hints["range"]
-    if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2 or not all(map(_is_number, bounds))
+    if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2 or not all(map(_is_finite, bounds))
             or not bounds[0] < bounds[1]):
-        raise _error(name, "range", bounds, "must be [low, high] with numbers low < high")
+        raise _error(name, "range", bounds, "must be [low, high] with finite numbers low < high")
     values = decl.default if decl.is_array else [decl.default]
     outside = [v for v in values if not bounds[0] <= v <= bounds[1]]
     if outside:
@@ -129,9 +126,10 @@ def _check_range(name: str, decl: Declaration) -> None:
 def _check_numeric(decl: Declaration) -> None:
     name, hints = decl.name, decl.hints
     values = decl.default if decl.is_array else [decl.default]
-    if not values or not all(map(_is_number, values)):
+    if not values or not all(map(_is_finite, values)):
         hint = next(key for key in NUMERIC_ONLY_HINTS if key in hints)
-        raise _error(name, hint, hints[hint], f"needs a number or a list of numbers as default, got {decl.default!r}")
+        raise _error(name, hint, hints[hint],
+                     f"needs a finite number or a list of them as default, got {decl.default!r}")
     scale = hints.get("scale", "linear")
     if scale not in SCALES:
         raise _error(name, "scale", scale, f"is not one of {SCALES}")
@@ -147,8 +145,8 @@ def _check_numeric(decl: Declaration) -> None:
     if hints.get("method", "bouncing") not in BOUND_METHODS:
         raise _error(name, "method", hints["method"], f"is not one of {BOUND_METHODS}")
     for key in ("sigma", "exponent"):
-        if key in hints and not (_is_number(hints[key]) and hints[key] > 0):
-            raise _error(name, key, hints[key], "must be a positive number")
+        if key in hints and not (_is_finite(hints[key]) and hints[key] > 0):
+            raise _error(name, key, hints[key], "must be a finite positive number")
     if hints.get("custom", "gaussian") not in CUSTOM_MUTATIONS:
         raise _error(name, "custom", hints["custom"], f"is not one of {CUSTOM_MUTATIONS}")
 

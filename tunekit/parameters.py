@@ -17,6 +17,11 @@ import numpy as np
 
 # Significant decimal digits kept by decoded floats (see the module docstring).
 _FLOAT_DIGITS = 10
+# Largest magnitude of an Int bound: integers up to it survive the float64 unit-cube encoding exactly
+# (linear and log scale); beyond it, encode/decode would no longer give back the same integer.
+MAX_INT = 2**40
+# Most grid points of a Float with a step: beyond it, low + k * step no longer tells neighbours apart.
+MAX_STEPS = 2**40
 
 
 def _json_key(value: Any) -> str:
@@ -52,18 +57,29 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
 
 
+def _is_finite(value: Any) -> bool:
+    """True for a number that is a finite float64 (an int too large for a float is not)."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _finite_number(name: str, field_name: str, value: Any) -> float:
     if not _is_number(value):
         raise TypeError(f"parameter {name!r}: {field_name} must be a finite number, got {value!r}")
-    if not math.isfinite(value):
+    if not _is_finite(value):
         raise ValueError(f"parameter {name!r}: {field_name} must be a finite number, got {value!r}")
     return float(value)
 
 
 def _integer(name: str, field_name: str, value: Any) -> int:
-    if _is_number(value) and (isinstance(value, Integral) or float(value).is_integer()):
-        return int(value)
-    raise TypeError(f"parameter {name!r}: {field_name} must be an integer, got {value!r}")
+    if not (_is_number(value) and (isinstance(value, Integral) or float(value).is_integer())):
+        raise TypeError(f"parameter {name!r}: {field_name} must be an integer, got {value!r}")
+    if not -MAX_INT <= value <= MAX_INT:
+        raise ValueError(f"parameter {name!r}: {field_name} must be an integer in [-2**40, 2**40] (exact in "
+                         f"the float encoding), got {value!r}")
+    return int(value)
 
 
 def _check_bool(name: str, field_name: str, value: Any) -> bool:
@@ -113,6 +129,8 @@ class _Range:
         if not low < high:
             raise ValueError(f"parameter {self.name!r}: low={low} must be < high={high} "
                              "(use Constant for a fixed value)")
+        if not math.isfinite(high - low):
+            raise ValueError(f"parameter {self.name!r}: the range high - low = {high} - {low} overflows a float")
         log = _check_bool(self.name, "log", self.log)
         if log and low <= 0:
             raise ValueError(f"parameter {self.name!r}: a log scale needs low > 0, got low={low}")
@@ -141,9 +159,12 @@ class Float(_Range):
         super().__post_init__()
         if self.step is not None:
             step = _finite_number(self.name, "step", self.step)
-            if not 0 < step <= self.high - self.low:
+            if not 0 < step <= (self.high - self.low) * (1 + 1e-9):  # a range of one step may round below it
                 raise ValueError(f"parameter {self.name!r}: step={step} must be > 0 and at most "
                                  f"high - low = {self.high - self.low}")
+            if (self.high - self.low) / step > MAX_STEPS:
+                raise ValueError(f"parameter {self.name!r}: step={step} makes more than 2**40 grid points "
+                                 f"on [{self.low}, {self.high}]; use a larger step or none")
             object.__setattr__(self, "step", step)
         if self.default is not None:
             self.check(self.default, "default")
@@ -163,17 +184,16 @@ class Float(_Range):
             value = float(f"{x:.{_FLOAT_DIGITS}g}")
         else:
             value = round(float(x), _FLOAT_DIGITS - 1 - math.floor(math.log10(self.high - self.low)))
-        return min(max(value, self.low), self.high)
+        return min(max(value + 0.0, self.low), self.high)  # + 0.0: a rounded -0.0 becomes 0.0, a fixed point
 
     def _grid_value(self, k: int) -> float:
         digits = _FLOAT_DIGITS - 1 - math.floor(math.log10(self.step))
-        return min(max(round(self.low + k * self.step, digits), self.low), self.high)
+        return min(max(round(self.low + k * self.step, digits) + 0.0, self.low), self.high)
 
     def check(self, value: Any, what: str = "value") -> None:
         """Raise ValueError unless ``value`` lies in [low, high] (and on the step grid, within 1e-9)."""
         span = self.high - self.low
-        if not _is_number(value) or not math.isfinite(value) or not (
-                self.low - 1e-9 * span <= value <= self.high + 1e-9 * span):
+        if not _is_finite(value) or not self.low - 1e-9 * span <= value <= self.high + 1e-9 * span:
             raise ValueError(f"parameter {self.name!r}: {what} {value!r} is not a float in "
                              f"[{self.low}, {self.high}]")
         if self.step is not None:
@@ -218,8 +238,8 @@ class Int(_Range):
 
     def check(self, value: Any, what: str = "value") -> None:
         """Raise ValueError unless ``value`` is an integer in [low, high]."""
-        if not (_is_number(value) and math.isfinite(value) and float(value).is_integer()
-                and self.low <= value <= self.high):
+        integral = isinstance(value, Integral) or _is_finite(value) and float(value).is_integer()
+        if not (_is_number(value) and integral and self.low <= value <= self.high):
             raise ValueError(f"parameter {self.name!r}: {what} {value!r} is not an integer in "
                              f"[{self.low}, {self.high}]")
 
@@ -252,14 +272,17 @@ class _Values:
         values = self.values.tolist() if isinstance(self.values, np.ndarray) else self.values
         if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
             raise TypeError(f"parameter {self.name!r}: values must be a list or tuple, got {values!r}")
-        values = tuple(_plain(v) for v in values)
+        try:
+            values = tuple(_plain(v) for v in values)
+        except RecursionError:
+            raise ValueError(f"parameter {self.name!r}: values are nested too deeply") from None
         if not values:
             raise ValueError(f"parameter {self.name!r}: values must hold at least one value, got none")
         index = {}
         for i, value in enumerate(values):
             try:
                 key = _json_key(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 raise TypeError(f"parameter {self.name!r}: value {value!r} is not JSON-able; values must be "
                                 "str, int, float (finite), bool, None, lists or dicts of those") from None
             if key in index:
@@ -274,7 +297,7 @@ class _Values:
         """Position of ``value`` in ``values``; ValueError naming the parameter when absent."""
         try:
             return self._index[_json_key(_plain(value))]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):
             raise ValueError(f"parameter {self.name!r}: {what} {value!r} is not one of "
                              f"{list(self.values)!r}") from None
 
@@ -339,7 +362,10 @@ class Constant:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
-        object.__setattr__(self, "value", _plain(self.value))
+        try:
+            object.__setattr__(self, "value", _plain(self.value))
+        except RecursionError:
+            raise ValueError(f"parameter {self.name!r}: the constant is nested too deeply") from None
 
     @property
     def default(self) -> Any:

@@ -22,6 +22,8 @@ from tunekit.command_trainable import FAILURE_FILE, STATUS_FILE, TRIAL_FILES
 logger = logging.getLogger(__name__)
 
 RESULTS_CSV = "results.csv"
+# What a trial folder's status.json may say; "running" is read as "unfinished" (nothing runs when it is read).
+STATUSES = ("succeeded", "failed", "stopped", "unfinished")
 BEST_JSON = "best.json"
 STORED_FILE = "experiment.toml"
 
@@ -55,16 +57,24 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict:
 
 
 def _read_json(path: Path) -> Any:
+    """The JSON data in ``path``, or None when it is missing or not JSON (parsed as data, never evaluated)."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def read_progress(trial_dir: Path) -> list[dict]:
@@ -76,7 +86,7 @@ def read_progress(trial_dir: Path) -> list[dict]:
     for line in path.read_text(errors="replace").splitlines():
         try:
             report = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(report, dict):
             reports.append(report)
@@ -85,8 +95,8 @@ def read_progress(trial_dir: Path) -> list[dict]:
 
 def _short_reason(status: dict, trial_dir: Path) -> str:
     """The reason plus the last line of stderr, on one line (the full text is in failure.txt)."""
-    reason = status.get("reason") or ""
-    tail = [line for line in (status.get("stderr_tail") or "").splitlines() if line.strip()]
+    reason = str(status.get("reason") or "")
+    tail = [line for line in str(status.get("stderr_tail") or "").splitlines() if line.strip()]
     if not reason and (trial_dir / FAILURE_FILE).is_file():
         reason = (trial_dir / FAILURE_FILE).read_text(errors="replace").splitlines()[0]
     return f"{reason}; stderr: {tail[-1].strip()}" if tail else reason
@@ -98,14 +108,15 @@ def read_trial(trial_dir: Path, metric: str) -> Optional[TrialRecord]:
     params = _read_json(trial_dir / TRIAL_FILES["params_path"])
     if not isinstance(status, dict) or not isinstance(params, dict):
         return None
+    trial_id, state = status.get("trial_id"), status.get("status")
     record = TrialRecord(
-        trial_id=status.get("trial_id", trial_dir.name), status=status.get("status", "unfinished"),
-        trial_dir=trial_dir, config=flatten(params), duration_s=status.get("duration_s"),
-        progress_reports=status.get("progress_reports", 0), started_at=status.get("started_at", 0.0))
-    if record.status == "running":
-        record.status = "unfinished"
+        trial_id=trial_id if isinstance(trial_id, str) else trial_dir.name.removeprefix("trial_"),
+        status=state if state in STATUSES else "unfinished", trial_dir=trial_dir, config=flatten(params),
+        duration_s=_number(status.get("duration_s")), progress_reports=_count(status.get("progress_reports")),
+        started_at=_number(status.get("started_at")) or 0.0)
     if record.status == "succeeded":
-        record.results = _read_json(trial_dir / TRIAL_FILES["results_path"]) or {}
+        results = _read_json(trial_dir / TRIAL_FILES["results_path"])
+        record.results = results if isinstance(results, dict) else {}
         record.value = _number(record.results.get(metric))
     elif record.status == "failed":
         record.reason = _short_reason(status, trial_dir)
@@ -151,10 +162,14 @@ def experiment_metric(experiment_dir: Path) -> tuple[str, str]:
     stored = Path(experiment_dir) / STORED_FILE
     try:
         table = tomllib.loads(stored.read_text())["experiment"]
-        return table["metric"], table["mode"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
+        metric, mode = table["metric"], table["mode"]
+    except (OSError, KeyError, TypeError, ValueError, RecursionError) as error:
         raise ValueError(f"{str(experiment_dir)!r} is not a tunekit experiment folder (cannot read "
-                         f"{STORED_FILE}: {error})") from None
+                         f"{STORED_FILE}: {type(error).__name__}: {error})") from None
+    if not isinstance(metric, str) or mode not in ("min", "max"):
+        raise ValueError(f"{str(experiment_dir)!r} is not a tunekit experiment folder ({STORED_FILE} gives "
+                         f"metric={metric!r}, mode={mode!r})")
+    return metric, mode
 
 
 def write_results_csv(path: Path, records: list, metric: str) -> None:

@@ -10,19 +10,27 @@ returns (a function) or leaves in a global (a script) is reported for it.
 HPO4DL-style epoch-wise objectives ``objective(configuration, epoch, previous_epoch, checkpoint_path)`` run
 through :func:`epoch_trainable` (one report and one Ray checkpoint per epoch, so schedulers can pause and
 resume them); :func:`write_hpo4dl_outputs` writes HPO4DL's results CSV and best-trial checkpoint afterwards.
+
+Guards for any function trainable: :func:`with_timeout` fails a trial that runs (or stays silent) too long and
+frees its worker; :func:`require_metric` fails a trial that reports without the metric or never reports,
+which Ray would otherwise treat as an error of the whole experiment.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import faulthandler
 import inspect
 import json
+import math
 import runpy
 import shutil
 import sys
 import tempfile
 import threading
+import time
+import traceback
 from numbers import Real
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -49,6 +57,24 @@ def report_outcome(outcome: Any, metric: str) -> None:
     else:
         raise TypeError(f"the trained code returned {outcome!r}: return a number, a dict of metrics, or None "
                         "(after calling ray.tune.report itself)")
+
+
+def _fail_if_nothing_reported(run: Callable[[], None], what: str) -> None:
+    """``run()`` in a Ray trial; ValueError when it reported nothing (and did not resume from a checkpoint).
+
+    Ray would record such a trial as a success without a result, or, when the config has two or more keys,
+    end the whole experiment (see :func:`require_metric`); failing the trial names the cause instead.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    if session is None:
+        return run()
+    before, resumed = session.iteration, session.loaded_checkpoint is not None
+    run()
+    if session.iteration == before and not resumed:
+        raise ValueError(f"{what} ended without reporting anything: return a number or a dict of metrics, or "
+                         "call ray.tune.report(...)")
 
 
 def _manager_of(function: Callable, placeholder: str) -> HyperParameterManager:
@@ -89,7 +115,10 @@ def hpman_trainable(function: Callable, *, metric: str = "loss", placeholder: st
     sources = [(str(path), Path(path).read_text()) for path in files]
 
     def trainable(config: dict) -> None:
-        report_outcome(call_with_values(function, config, placeholder=placeholder, sources=sources), metric)
+        def run() -> None:
+            report_outcome(call_with_values(function, config, placeholder=placeholder, sources=sources), metric)
+
+        _fail_if_nothing_reported(run, f"the hpman function {getattr(function, '__name__', function)!r}")
 
     # a name for Ray's trial names, but no __wrapped__: Ray inspects the signature for its `config` argument
     trainable.__name__ = getattr(function, "__name__", "hpman_trainable")
@@ -152,13 +181,16 @@ def hpman_script(path: str, *, result: Optional[str] = None, metric: str = "loss
         raise ValueError(f"hpman_script: path={path!r} is not a file")
 
     def trainable(config: dict) -> None:
-        namespace = run_script(str(script), config, args=args, placeholder=placeholder,
-                               with_cli_options=with_cli_options)
-        if result is None:
-            return
-        if result not in namespace:
-            raise ValueError(f"hpman script {script} left no global {result!r} to report (result={result!r})")
-        report_outcome(namespace[result], metric)
+        def run() -> None:
+            namespace = run_script(str(script), config, args=args, placeholder=placeholder,
+                                   with_cli_options=with_cli_options)
+            if result is None:
+                return
+            if result not in namespace:
+                raise ValueError(f"hpman script {script} left no global {result!r} to report (result={result!r})")
+            report_outcome(namespace[result], metric)
+
+        _fail_if_nothing_reported(run, f"hpman script {script}")
 
     trainable.__name__ = script.stem
     return trainable
@@ -260,3 +292,220 @@ def write_hpo4dl_outputs(result_grid: Any, path: str, *, mode: str = "min") -> P
     shutil.rmtree(best_dir, ignore_errors=True)
     result.checkpoint.to_directory(str(best_dir))
     return best_dir
+
+
+#: Seconds a trial that passed its time limit but could not be ended gets before its process is killed.
+DEFAULT_GRACE_S = 30.0
+
+
+class TrialTimeout(TimeoutError):
+    """A trial ran past its :func:`with_timeout` limit; Ray records it as the trial's error."""
+
+
+def with_timeout(trainable: Callable[[dict], Any], seconds: float, *, between_reports: bool = False,
+                 grace_s: float = DEFAULT_GRACE_S) -> Callable[[dict], Any]:
+    """A Ray function trainable that fails with :class:`TrialTimeout` when ``trainable`` runs too long.
+
+    Ray runs a function trainable in a thread of the trial's actor and waits for its next ``tune.report``
+    without any limit, so a trial that hangs holds its worker (CPU/GPU) forever and Ray's stop criteria,
+    which only see reported results, never fire. Here the function runs in a thread of its own while a
+    watchdog (the thread Ray started) keeps its clock:
+
+    * ``seconds`` is the limit of one run of the trial (a paused and resumed trial starts a new clock); with
+      ``between_reports=True`` the clock restarts at every report, so it bounds the silence between two
+      reports (and before the first) instead of the whole run: the setting for long trials that report often.
+    * Time spent inside ``tune.report`` does not count (there the trial waits for Ray's driver, which may be
+      busy fitting a searcher's model), so a slow driver never times out a healthy trial.
+    * Past the limit the trial raises ``TrialTimeout`` naming the limit and where the code was, Ray records the
+      trial as ERROR (the searcher learns it as failed, the scheduler drops it), ends its actor and so frees
+      its worker, and the experiment goes on. Reports the abandoned thread might still make are ignored.
+    * A hang in C code that holds the GIL stops Python threads, the watchdog included. For that case a
+      C-level timer (``faulthandler.dump_traceback_later``) kills the trial's process ``grace_s`` seconds after
+      the limit, having written every thread's stack to the worker's stderr: Ray then records the trial as
+      ERROR with an "actor died" error (not a ``TrialTimeout``). That timer is one per process, so it is armed
+      only inside a Ray trial, and code that sets its own ``faulthandler.dump_traceback_later`` (or nests two
+      ``with_timeout``) replaces it.
+
+    C code that releases the GIL (``time.sleep``, I/O, most numpy/torch kernels) is ended by the watchdog
+    like Python code. External programs have their own limit: ``CommandSpec(timeout_s=...)`` (``timeout_s`` in an
+    experiment file's ``[command]``), which kills the program's process group.
+    """
+    _check_function_trainable("with_timeout", trainable)
+    for name, value in (("seconds", seconds), ("grace_s", grace_s)):
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"with_timeout({name}={value!r}): use a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"with_timeout({name}={value!r}): use a positive finite number of seconds")
+    if not isinstance(between_reports, bool):
+        raise TypeError(f"with_timeout(between_reports={between_reports!r}): use True or False")
+
+    def timed_trainable(config: dict) -> Any:
+        return _run_with_watchdog(trainable, config, float(seconds), between_reports, float(grace_s))
+
+    return _like(timed_trainable, trainable)
+
+
+def _check_function_trainable(wrapper: str, trainable: Any) -> None:
+    """TypeError unless ``trainable`` is a plain function trainable ``f(config)``."""
+    if inspect.isclass(trainable) or not callable(trainable) or inspect.isgeneratorfunction(trainable):
+        raise TypeError(f"{wrapper}(trainable={trainable!r}): pass a function trainable `f(config)` that calls "
+                        "tune.report (not a class, not a generator); external programs have their own checks "
+                        "(CommandSpec)")
+    try:
+        inspect.signature(trainable).bind({})
+    except TypeError:
+        raise TypeError(f"{wrapper}(trainable={trainable!r}): it must take the trial's config as its one "
+                        "argument") from None
+    except ValueError:
+        pass
+
+
+def _like(wrapper: Callable, trainable: Callable) -> Callable:
+    """``wrapper`` carrying ``trainable``'s name and what tune.with_resources / tune.with_parameters set on it."""
+    wrapper.__name__ = getattr(trainable, "__name__", "trainable")
+    for attribute in ("_resources", "__mixins__"):
+        if hasattr(trainable, attribute):
+            setattr(wrapper, attribute, getattr(trainable, attribute))
+    return wrapper
+
+
+class _TrialClock:
+    """Seconds the trial has used against its limit, sampled by the watchdog every ``poll`` seconds."""
+
+    def __init__(self, seconds: float, between_reports: bool, session: Any):
+        self.seconds, self.between_reports, self.session = seconds, between_reports, session
+        self.used, self.last = 0.0, time.monotonic()
+        self.reports = self._reports()
+
+    def _reports(self) -> int:
+        return getattr(self.session, "iteration", 0)
+
+    def tick(self, waiting_in_report: bool) -> None:
+        now = time.monotonic()
+        if not waiting_in_report:
+            self.used += now - self.last
+        self.last = now
+        reports = self._reports()
+        if reports != self.reports:
+            self.reports = reports
+            if self.between_reports:
+                self.used = 0.0
+
+    @property
+    def left(self) -> float:
+        return max(self.seconds - self.used, 0.0)
+
+    def message(self, where: str) -> str:
+        if self.between_reports:
+            what = f"went {self.used:.1f} s without a tune.report (with_timeout(seconds={self.seconds:g}, " \
+                   "between_reports=True))"
+        else:
+            what = f"ran {self.used:.1f} s without finishing (with_timeout(seconds={self.seconds:g}))"
+        return f"trial timed out: it {what}; it was at:\n{where}"
+
+
+def _report_codes() -> frozenset:
+    """Code objects of Ray's ``tune.report`` path, to tell a trial waiting for the driver from one working."""
+    from ray.train._internal.session import _TrainSession
+
+    return frozenset(method.__code__ for method in (_TrainSession.report, _TrainSession._report_training_result))
+
+
+def _waiting_in_report(thread: threading.Thread, report_codes: frozenset) -> bool:
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code in report_codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _where(thread: threading.Thread) -> str:
+    """The last lines of ``thread``'s stack (where a timed-out trial was)."""
+    frame = sys._current_frames().get(thread.ident)
+    return "".join(traceback.format_stack(frame)[-4:]).rstrip() if frame is not None else "(thread ended)"
+
+
+def _run_with_watchdog(trainable: Callable[[dict], Any], config: dict, seconds: float, between_reports: bool,
+                       grace_s: float) -> Any:
+    """Run ``trainable(config)`` in its own thread; raise TrialTimeout when its clock passes ``seconds``."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = trainable(config)
+        except BaseException as error:  # SystemExit(0) included: Ray's "stop", re-raised below as is
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name=f"tunekit-{getattr(trainable, '__name__', 'trial')}", daemon=True)
+    clock, codes = _TrialClock(seconds, between_reports, session), _report_codes()
+    poll = min(1.0, max(0.02, seconds / 20))
+    hard_limit = session is not None
+    if hard_limit:
+        faulthandler.dump_traceback_later(seconds + grace_s, exit=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(poll)
+        clock.tick(_waiting_in_report(worker, codes))
+        if not worker.is_alive():
+            break
+        if clock.left <= 0:
+            # The kill timer stays armed: Ray ends this actor after the error, and if it cannot, the timer does.
+            if session is not None:
+                session.pause_reporting()
+            raise TrialTimeout(clock.message(_where(worker)))
+        if hard_limit:
+            faulthandler.dump_traceback_later(clock.left + grace_s, exit=True)
+    if hard_limit:
+        faulthandler.cancel_dump_traceback_later()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+class MissingMetric(ValueError):
+    """A trial reported a result without the metric, or ended without reporting it (see :func:`require_metric`)."""
+
+
+def require_metric(trainable: Callable[[dict], Any], metric: str) -> Callable[[dict], Any]:
+    """A Ray function trainable that fails (raises :class:`MissingMetric`) when ``trainable`` reports a result
+    without ``metric`` or ends without ever reporting.
+
+    Ray treats both as the experiment's error, not the trial's: a result without the Tuner's metric stops the
+    whole experiment, and so does a trial that returns before its first report whenever the config has two or
+    more keys (Ray 2.x's strict metric check counts the flattened ``config/...`` keys of the auto-filled
+    result as reported metrics). Wrapped, the trial fails with the reason and the others go on; searchers
+    record it as failed. A run resumed from a checkpoint may end without a new report (it had reported
+    before the checkpoint). Combine with :func:`with_timeout` in any order.
+    """
+    _check_function_trainable("require_metric", trainable)
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"require_metric(metric={metric!r}): pass the name of the metric the Tuner optimises")
+
+    def checked_trainable(config: dict) -> Any:
+        from ray.train._internal.session import get_session
+
+        session = get_session()
+        if session is None:
+            return trainable(config)
+        reported, resumed, ray_report = [], session.loaded_checkpoint is not None, session.report
+
+        def report(metrics: dict, checkpoint: Any = None) -> None:
+            if metric not in metrics:
+                raise MissingMetric(f"the trial reported {sorted(metrics)} without the metric {metric!r}")
+            reported.append(True)
+            ray_report(metrics, checkpoint=checkpoint)
+
+        session.report = report
+        try:
+            value = trainable(config)
+        finally:
+            del session.report
+        if not reported and not resumed:
+            raise MissingMetric(f"the trial ended without reporting the metric {metric!r}")
+        return value
+
+    return _like(checked_trainable, trainable)

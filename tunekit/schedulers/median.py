@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from ray.tune.experiment import Trial
 
-from tunekit.schedulers._common import Decision, MetricScheduler, check_positive
+from tunekit.schedulers._common import Decision, MetricScheduler, check_bool, check_positive
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -73,7 +73,8 @@ class MedianStoppingScheduler(MetricScheduler):
     results: tunekit never pauses a trial merely to yield to waiting trials. Differences by design: each time
     step of a trial counts once (Ray counts a finished trial's last result again for each duplicate
     notification); a NaN, +-inf or None metric is not recorded (it changes no other trial's median) and
-    stops its trial at once when past ``grace_period``; results of errored or stopped trials stay in the medians, as in Ray.
+    stops its trial at once when past ``grace_period``, also with ``hard_stop=False`` (pausing would resume it
+    later to run on unchecked); results of errored or stopped trials stay in the medians, as in Ray.
     maggy's median rule (``es_interval``, ``es_min``) is ``eval_interval``, ``min_samples_required``; maggy
     counts only finished trials towards the median, here (as in Ray) every trial that has reached ``t`` does.
     """
@@ -99,6 +100,7 @@ class MedianStoppingScheduler(MetricScheduler):
         self._grace_period = grace_period
         self._min_samples_required = min_samples_required
         self._eval_interval = eval_interval
+        check_bool("hard_stop", hard_stop)
         self._hard_stop = hard_stop
         self._curves: Dict[str, _Curve] = {}
         self._check_times: List[float] = []
@@ -117,7 +119,10 @@ class MedianStoppingScheduler(MetricScheduler):
         if time < self._grace_period:
             return self.CONTINUE
         if score is None:
-            return self._halt(Decision(trial_id, time, self.STOP, None, None, "metric not finite"))
+            # Stopped even without hard_stop: a paused trial is resumed later and runs on unchecked, and a
+            # diverged (NaN/inf) trial is not worth resuming.
+            self._stopped.add(trial_id)
+            return self._decide(Decision(trial_id, time, self.STOP, None, None, "metric not finite"))
         if curve.last_check is not None and time - curve.last_check < self._eval_interval:
             return self.CONTINUE
         curve.last_check = time

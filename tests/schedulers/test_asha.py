@@ -274,3 +274,34 @@ def test_decision_log_stays_bounded_while_counting_every_decision(monkeypatch):
     replay([scheduler], events[400:], ended=ended, add=False)
     assert len(scheduler.decisions) == 50 < made_early < scheduler.decisions_made
     assert len(pickle.dumps(scheduler.decisions)) <= 1.2 * size_early
+
+
+class _Controller:
+    """The three things ASHA's promotion rule asks of Ray's controller."""
+
+    def __init__(self, trials, finished=False):
+        self.trials = trials
+        self.search_alg = type("Search", (), {"is_finished": lambda self: finished})()
+
+    def get_live_trials(self):
+        return [t for t in self.trials if not t.is_finished()]
+
+    def get_trials(self):
+        return self.trials
+
+
+def test_after_restore_a_trial_waiting_at_a_rung_is_not_started_as_a_new_one():
+    """Tuner.restore re-queues paused trials as PENDING; the promotion rule must keep them waiting (not run
+    them past their rung unpromoted) and start the genuinely new trial, and finished trials take no bracket."""
+    scheduler = ASHAScheduler(metric="score", mode="max", max_t=9, grace_period=1, reduction_factor=3,
+                              rule="promotion")
+    waiting, new, done = (Trial("__fake", stub=True, trial_id=name) for name in ("waiting", "new", "done"))
+    done.status = Trial.TERMINATED
+    for trial in (waiting, new, done):
+        scheduler.on_trial_add(None, trial)
+    assert "done" not in scheduler._bracket_of
+    assert scheduler.on_trial_result(None, waiting, {"training_iteration": 1, "score": 0.5}) == PAUSE
+    assert waiting.status == Trial.PENDING  # as Ray leaves it after a restore
+    assert scheduler.choose_trial_to_run(_Controller([waiting, new, done])) is new
+    new.status = Trial.RUNNING
+    assert scheduler.choose_trial_to_run(_Controller([waiting, new, done])) is None

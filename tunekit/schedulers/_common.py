@@ -5,13 +5,16 @@ Internally every scheduler works on a *score*: the metric multiplied by +1 (``mo
 (``None``): it is never recorded in a rung or a median and the trial reporting it is treated as the worst.
 """
 
+import glob
 import logging
 import math
+import os
 import pickle
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Tuple
 
+from ray.tune.callback import Callback
 from ray.tune.experiment import Trial
 from ray.tune.result import (
     AUTO_RESULT_KEYS,
@@ -22,6 +25,8 @@ from ray.tune.result import (
     SHOULD_CHECKPOINT,
 )
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler
+
+from tunekit.files import write_atomically
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -63,7 +68,7 @@ def check_mode(mode: Optional[str]) -> None:
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
     """Reject a non-numeric or non-positive scheduler argument, naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_finite(value):
         raise TypeError(f"{name}={value!r} must be a finite number.")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -113,6 +118,7 @@ class MetricScheduler(FIFOScheduler):
         return True
 
     def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
+        _join_experiment_snapshots(self, tune_controller)
         if not self._metric or not self._mode:
             raise ValueError(
                 f"{type(self).__name__} has metric={self._metric!r}, mode={self._mode!r}: pass both to the "
@@ -161,14 +167,87 @@ class MetricScheduler(FIFOScheduler):
         return self.CONTINUE if decision.action == PROMOTE else decision.action
 
     def save(self, checkpoint_path: str) -> None:
-        """Pickle the whole scheduler state (plain ids, numbers and records) to ``checkpoint_path``."""
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(vars(self), file)
+        """Pickle the whole scheduler state (plain ids, numbers and records) to ``checkpoint_path``, atomically
+        (a kill in the middle leaves the previous file readable)."""
+        write_atomically(checkpoint_path, pickle.dumps(vars(self)))
 
     def restore(self, checkpoint_path: str) -> None:
         """Load the state written by ``save``."""
         with open(checkpoint_path, "rb") as file:
             vars(self).update(pickle.load(file))
+
+
+#: Key of a scheduler's entry in Ray's callback-state snapshot (``callback-states-*.pkl``).
+SNAPSHOT_KEY = "tunekit_scheduler_state"
+
+
+class SchedulerSnapshot(Callback):
+    """Puts a scheduler's state into every experiment snapshot Ray takes.
+
+    Ray's ``TuneController`` snapshots the trial table, the searcher and the callbacks' states together
+    (``experiment_state-*.json``, ``searcher-state-*.pkl``, ``callback-states-*.pkl`` in the experiment folder)
+    but never the scheduler, so after ``Tuner.restore`` a scheduler would start empty (no rung scores, no
+    medians, no paused trials) while Ray resumes the trials it was deciding about. As one of the callbacks,
+    the scheduler's state is saved at the same moment as the trials it describes.
+    """
+
+    def __init__(self, scheduler: MetricScheduler):
+        self.scheduler = scheduler
+
+    def get_state(self) -> Dict:
+        state = pickle.dumps(vars(self.scheduler))
+        return {SNAPSHOT_KEY: {"scheduler": type(self.scheduler).__name__, "state": state}}
+
+    def set_state(self, state: Dict) -> None:
+        """Nothing: the scheduler reads its entry itself (this callback joins a run only at its first trial)."""
+
+
+def _join_experiment_snapshots(scheduler: MetricScheduler, tune_controller: Any) -> None:
+    """At a run's first trial: take back the state of the snapshot a restored run resumes from, then join
+    Ray's snapshots (see :class:`SchedulerSnapshot`).
+
+    A restored run is recognised by this scheduler's entry in the snapshot folder (``Tuner.restore`` copies
+    the snapshot there before re-adding the trials; a fresh run has written none yet). Needs Ray's own
+    controller; a stand-in without one (unit tests) leaves the state in memory only.
+    """
+    controller = getattr(tune_controller, "_tune_controller", None)
+    callbacks = getattr(controller, "_callbacks", None)
+    if callbacks is None or any(isinstance(c, SchedulerSnapshot) and c.scheduler is scheduler for c in callbacks):
+        return
+    folder = controller._storage.experiment_driver_staging_path
+    state = _snapshot_entry(folder, type(scheduler).__name__)
+    if state is not None:
+        vars(scheduler).update(pickle.loads(state))
+        scheduler._logger.info("%s: state restored from the experiment snapshot in %s", type(scheduler).__name__,
+                               folder)
+    callbacks._callbacks = [*callbacks._callbacks, SchedulerSnapshot(scheduler)]
+
+
+def _snapshot_entry(folder: str, scheduler_name: str) -> Optional[bytes]:
+    """The pickled scheduler state in the newest callback snapshot of ``folder`` (Ray's own, trusted file)."""
+    paths = glob.glob(os.path.join(folder, "callback-states-*.pkl"))
+    if not paths:
+        return None
+    with open(max(paths), "rb") as file:
+        states = pickle.load(file)
+    for entry in states.values():
+        if isinstance(entry, dict) and entry.get(SNAPSHOT_KEY, {}).get("scheduler") == scheduler_name:
+            return entry[SNAPSHOT_KEY]["state"]
+    return None
+
+
+def _is_finite(value: float) -> bool:
+    """``math.isfinite`` that says False for an int too large for a float instead of raising."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def check_bool(name: str, value: Any) -> None:
+    """Reject a flag that is not a bool (a string such as "no" would count as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}={value!r} must be True or False.")
 
 
 def _as_number(name: str, value: Any, trial: Trial) -> Optional[float]:

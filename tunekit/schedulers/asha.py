@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 import numpy as np
 from ray.tune.experiment import Trial
 
-from tunekit.schedulers._common import PROMOTE, Decision, MetricScheduler, check_positive
+from tunekit.schedulers._common import PROMOTE, Decision, MetricScheduler, check_bool, check_positive
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RULES = ("stopping", "promotion")
+
+#: Most rungs a bracket may have: more only comes from a reduction_factor barely above 1 (validation would hang).
+MAX_RUNGS = 1000
 
 
 def linear_percentile(ascending: List[float], fraction: float) -> float:
@@ -151,6 +154,11 @@ class ASHAScheduler(MetricScheduler):
             raise ValueError(f"grace_period={grace_period!r} must be <= max_t={max_t!r}.")
         if reduction_factor <= 1:
             raise ValueError(f"reduction_factor={reduction_factor!r} must be > 1.")
+        check_bool("stop_last_trials", stop_last_trials)
+        rungs = math.log(max(max_t / grace_period, 1.0)) / math.log(reduction_factor)
+        if rungs > MAX_RUNGS:
+            raise ValueError(f"reduction_factor={reduction_factor!r} with grace_period={grace_period!r} and "
+                             f"max_t={max_t!r} gives about {rungs:.3g} rungs; at most {MAX_RUNGS} are accepted.")
         if isinstance(brackets, bool) or not isinstance(brackets, int) or brackets < 1:
             raise ValueError(f"brackets={brackets!r} must be an integer >= 1.")
         if rule not in RULES:
@@ -171,7 +179,8 @@ class ASHAScheduler(MetricScheduler):
 
     def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)
-        self._assign(trial.trial_id)
+        if not trial.is_finished():  # Tuner.restore adds finished trials too: they take no bracket
+            self._assign(trial.trial_id)
 
     def _assign(self, trial_id: str) -> _Bracket:
         if trial_id not in self._bracket_of:
@@ -242,13 +251,15 @@ class ASHAScheduler(MetricScheduler):
         if self._rule == "stopping":
             return super().choose_trial_to_run(tune_controller)
         live = tune_controller.get_live_trials()
-        paused = {trial.trial_id: trial for trial in live if trial.status == Trial.PAUSED}
+        # Tuner.restore re-queues paused trials as PENDING: one waiting at a rung still waits for promotion
+        paused = {trial.trial_id: trial for trial in live
+                  if trial.status == Trial.PAUSED or (trial.status == Trial.PENDING and trial.trial_id in self._waiting)}
         waiting = [trial_id for trial_id in self._waiting if trial_id in paused]
         chosen = self._best_promotable(waiting, at_least_one=False)
         if chosen is not None:
             return self._promote(paused[chosen], "in the top 1/reduction_factor of its rung")
         for trial in tune_controller.get_trials():
-            if trial.status == Trial.PENDING:
+            if trial.status == Trial.PENDING and trial.trial_id not in paused:
                 return trial
         if any(trial.status == Trial.RUNNING for trial in live):
             return None

@@ -15,10 +15,13 @@ import logging
 import math
 import pickle
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Sequence
 
+import numpy as np
 from ray.tune.search import Searcher
 
+from tunekit.files import write_atomically
 from tunekit.space import Constant, Space
 
 logger = logging.getLogger(__name__)
@@ -94,8 +97,16 @@ class SpaceSearcher(Searcher):
         seed: Optional[int] = None,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed={seed!r} is not accepted: use an int or None.")
         self._seed = seed
-        self._raw_points = [dict(point) for point in (points_to_evaluate or [])]
+        points = points_to_evaluate or []
+        if not isinstance(points, (str, bytes, Mapping)) and isinstance(points, Iterable):
+            points = list(points)
+        if not isinstance(points, list) or not all(isinstance(point, Mapping) for point in points):
+            raise TypeError(f"points_to_evaluate={points_to_evaluate!r} is not accepted: use a list of configs "
+                            "(dicts).")
+        self._raw_points = [dict(point) for point in points]
         self._space: Optional[Space] = None
         self._state = SearcherState()
         if space is not None:
@@ -188,9 +199,12 @@ class SpaceSearcher(Searcher):
         self._state = state["state"]
 
     def save(self, checkpoint_path: str) -> None:
-        """Write the whole state (a pickle in Ray's experiment folder, like Ray's own searchers)."""
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.get_state(), handle)
+        """Write the whole state (a pickle in Ray's experiment folder, like Ray's own searchers).
+
+        Atomic: the state is pickled first and written beside the target, then renamed over it, so a driver
+        killed in the middle of a save leaves the previous state readable.
+        """
+        write_atomically(checkpoint_path, pickle.dumps(self.get_state()))
 
     def restore(self, checkpoint_path: str) -> None:
         """Read back what :meth:`save` wrote. Only load files this process's own experiments wrote."""

@@ -29,13 +29,16 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from tunekit.hpman import hpng
-from tunekit.searchers.base import Observation, SpaceSearcher
+from tunekit.searchers.base import Observation, SpaceSearcher, config_key
 from tunekit.space import Categorical, Constant, Float, Int, Ordinal, Space
 
 logger = logging.getLogger(__name__)
 
 # A step float becomes an ordered choice of its grid values; beyond this many values that is too slow.
 MAX_GRID_VALUES = 10_000
+
+#: How often a failed configuration asked by nevergrad is told as worst and asked again before giving up.
+MAX_REASKS = 32
 OptimizerSpec = Union[str, type, "ng.optimizers.base.ConfiguredOptimizer"]
 
 
@@ -174,6 +177,7 @@ class NevergradSearch(SpaceSearcher):
         self._parametrization: Any = None
         self._candidates: dict = {}
         self._points: list = []
+        self._failed_keys: set = set()
         as_is = isinstance(space, ng.p.Parameter) or type(space).__module__.startswith("hpman")
         super().__init__(space=None if as_is else space, metric=metric, mode=mode,
                          points_to_evaluate=points_to_evaluate, seed=seed)
@@ -208,10 +212,29 @@ class NevergradSearch(SpaceSearcher):
                 optimizer.suggest(**point)
             else:
                 optimizer.suggest(point)
-        candidate = optimizer.ask()
+        if point is not None:
+            candidate = optimizer.ask()
+            self._candidates[trial_id] = candidate
+            return dict(point)  # a given point runs as given (nevergrad's transforms may move a float by an ulp)
+        candidate = self._ask_untried_failure(optimizer)
         self._candidates[trial_id] = candidate
-        # a given point runs as given (nevergrad's transforms may move a float by an ulp)
-        return dict(point) if point is not None else config_of(self._parametrization, candidate)
+        return config_of(self._parametrization, candidate)
+
+    def _ask_untried_failure(self, optimizer: Any) -> Any:
+        """nevergrad's next candidate, but never a configuration that already failed: such a candidate is
+        told as worst (inf) at once and asked again, ``MAX_REASKS`` times at most (nevergrad may re-ask good
+        points on purpose, to average noise; re-running a crash only wastes a trial)."""
+        candidate = optimizer.ask()
+        for _ in range(MAX_REASKS):
+            if config_key(config_of(self._parametrization, candidate)) not in self._failed_keys:
+                return candidate
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ng.errors.LossTooLargeWarning)
+                optimizer.tell(candidate, math.inf)
+            candidate = optimizer.ask()
+        logger.warning("NevergradSearch: %s asked only failed configurations %d times in a row; running the last "
+                       "one again", type(optimizer).__name__, MAX_REASKS)
+        return candidate
 
     def observe(self, observation: Observation) -> None:
         optimizer = self._ensure_optimizer()
@@ -220,6 +243,7 @@ class NevergradSearch(SpaceSearcher):
             candidate = self._parametrization.spawn_child(
                 new_value=value_of(self._parametrization, observation.config))
         if observation.loss is None:
+            self._failed_keys.add(config_key(observation.config))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ng.errors.LossTooLargeWarning)
                 optimizer.tell(candidate, math.inf)
@@ -229,13 +253,15 @@ class NevergradSearch(SpaceSearcher):
     # -- state ----------------------------------------------------------------------------------------
     def get_state(self) -> dict:
         return {**super().get_state(), "optimizer": self._optimizer, "parametrization": self._parametrization,
-                "candidates": self._candidates, "points": self._points, "num_workers": self._num_workers}
+                "candidates": self._candidates, "points": self._points, "num_workers": self._num_workers,
+                "failed_keys": self._failed_keys}
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         self._optimizer, self._parametrization = state["optimizer"], state["parametrization"]
         self._candidates, self._points = state["candidates"], state["points"]
         self._num_workers = state["num_workers"]
+        self._failed_keys = state.get("failed_keys", set())
 
     @property
     def optimizer(self) -> Any:

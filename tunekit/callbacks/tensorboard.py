@@ -164,13 +164,15 @@ class TensorBoardCallback(TBXLoggerCallback):
         writer.file_writer.add_summary(_hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end),
                                        global_step=0)
         self._close(trial.trial_id)
+        self._logged.pop(trial.trial_id, None)  # kept only to rewrite steps a resumed trial repeats
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info):
-        # A paused trial may wait long (promotion-based schedulers pause many): free its file and thread.
-        for key in [k for k in self._writers if k is not None]:
-            if self._trials[key].status == Trial.PAUSED:
-                self._close(key)
+        # Decisions first: a STOP arrives after Ray closed the trial's run and reopens it. Then free the file
+        # and thread of every paused (promotion-based schedulers pause many, for long) or finished trial.
         self._log_decisions()
+        for key in [k for k in self._writers if k is not None]:
+            if self._trials[key].status == Trial.PAUSED or self._trials[key].is_finished():
+                self._close(key)
         self._all_finished = all(trial.is_finished() for trial in trials)
 
     def on_experiment_end(self, trials: list[Trial], **info):
@@ -276,7 +278,7 @@ class TensorBoardCallback(TBXLoggerCallback):
             writer = self._writer(key)
             for tag, value, step in self._pending.pop(key):
                 writer.add_scalar(tag, value, global_step=step)
-                if key is not None:
+                if key is not None and not self._trials[key].is_finished():
                     self._logged[key].append((tag, value, step))
             writer.flush()
 

@@ -249,7 +249,7 @@ def test_every_registered_name_resolves_and_exposes_only_its_own_options(kind, n
 
 @pytest.mark.parametrize("name, option, pausing, running", [
     ("asha", "rule", "promotion", "stopping"), ("median", "hard_stop", False, True),
-    ("median", "hard_stop", 0, 1)])
+    ("median", "hard_stop", 0, True)])
 def test_scheduler_options_that_pause_trials_are_refused_before_anything_starts(name, option, pausing, running):
     """Command trials cannot pause: these options once failed only at a trial's first pause, mid-run."""
     with pytest.raises(registry.OptionError) as refused:

@@ -34,8 +34,7 @@ UNPICKLERS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cloudpickle.lo
               "yaml.load", "yaml.unsafe_load", "yaml.full_load", "numpy.load", "np.load", "jsonpickle.decode"}
 # (file, function): the state of searchers and schedulers that Ray checkpoints in the experiment folder
 # (Ray's own files, written by this experiment, as Ray's own searchers pickle theirs).
-TRUSTED_UNPICKLING = {("searchers/base.py", "restore"), ("schedulers/_common.py", "restore"),
-                      ("schedulers/_common.py", "_join_experiment_snapshots"),
+TRUSTED_UNPICKLING = {("searchers/base.py", "restore"), ("schedulers/_common.py", "load_state_bytes"),
                       ("schedulers/_common.py", "_snapshot_entry")}
 # (file, function, call): code the user chose to run, not data: their hpman script; registry targets from
 # a fixed table (a name from a file is looked up in the table, never imported).

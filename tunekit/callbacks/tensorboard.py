@@ -29,8 +29,8 @@ themselves.
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import math
 import os
 import time

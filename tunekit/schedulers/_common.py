@@ -166,15 +166,24 @@ class MetricScheduler(FIFOScheduler):
             )
         return self.CONTINUE if decision.action == PROMOTE else decision.action
 
+    def state_bytes(self) -> bytes:
+        """The whole scheduler state (plain ids, numbers and records), pickled: what ``save`` and Ray's
+        experiment snapshot (:class:`SchedulerSnapshot`) keep."""
+        return pickle.dumps(vars(self))
+
+    def load_state_bytes(self, data: bytes) -> None:
+        """Take back a state made by :meth:`state_bytes` (Ray's own checkpoint files only)."""
+        vars(self).update(pickle.loads(data))
+
     def save(self, checkpoint_path: str) -> None:
-        """Pickle the whole scheduler state (plain ids, numbers and records) to ``checkpoint_path``, atomically
-        (a kill in the middle leaves the previous file readable)."""
-        write_atomically(checkpoint_path, pickle.dumps(vars(self)))
+        """Write :meth:`state_bytes` to ``checkpoint_path`` atomically (a kill in the middle leaves the previous
+        file readable)."""
+        write_atomically(checkpoint_path, self.state_bytes())
 
     def restore(self, checkpoint_path: str) -> None:
         """Load the state written by ``save``."""
         with open(checkpoint_path, "rb") as file:
-            vars(self).update(pickle.load(file))
+            self.load_state_bytes(file.read())
 
 
 #: Key of a scheduler's entry in Ray's callback-state snapshot (``callback-states-*.pkl``).
@@ -195,8 +204,7 @@ class SchedulerSnapshot(Callback):
         self.scheduler = scheduler
 
     def get_state(self) -> Dict:
-        state = pickle.dumps(vars(self.scheduler))
-        return {SNAPSHOT_KEY: {"scheduler": type(self.scheduler).__name__, "state": state}}
+        return {SNAPSHOT_KEY: {"scheduler": type(self.scheduler).__name__, "state": self.scheduler.state_bytes()}}
 
     def set_state(self, state: Dict) -> None:
         """Nothing: the scheduler reads its entry itself (this callback joins a run only at its first trial)."""
@@ -217,7 +225,7 @@ def _join_experiment_snapshots(scheduler: MetricScheduler, tune_controller: Any)
     folder = controller._storage.experiment_driver_staging_path
     state = _snapshot_entry(folder, type(scheduler).__name__)
     if state is not None:
-        vars(scheduler).update(pickle.loads(state))
+        scheduler.load_state_bytes(state)
         scheduler._logger.info("%s: state restored from the experiment snapshot in %s", type(scheduler).__name__,
                                folder)
     callbacks._callbacks = [*callbacks._callbacks, SchedulerSnapshot(scheduler)]

@@ -99,6 +99,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _tell_worst(optimizer: Any, candidate: Any) -> None:
+    """Tell nevergrad a failed candidate as its worst value (inf), without its warning about huge losses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ng.errors.LossTooLargeWarning)
+        optimizer.tell(candidate, math.inf)
+
+
 def config_of(parametrization: Any, candidate: Any) -> dict:
     """The flat config (plain Python values) that a candidate of ``parametrization`` stands for."""
     values = candidate.kwargs if isinstance(parametrization, ng.p.Instrumentation) else candidate.value
@@ -228,9 +235,7 @@ class NevergradSearch(SpaceSearcher):
         for _ in range(MAX_REASKS):
             if config_key(config_of(self._parametrization, candidate)) not in self._failed_keys:
                 return candidate
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ng.errors.LossTooLargeWarning)
-                optimizer.tell(candidate, math.inf)
+            _tell_worst(optimizer, candidate)
             candidate = optimizer.ask()
         logger.warning("NevergradSearch: %s asked only failed configurations %d times in a row; running the last "
                        "one again", type(optimizer).__name__, MAX_REASKS)
@@ -244,9 +249,7 @@ class NevergradSearch(SpaceSearcher):
                 new_value=value_of(self._parametrization, observation.config))
         if observation.loss is None:
             self._failed_keys.add(config_key(observation.config))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ng.errors.LossTooLargeWarning)
-                optimizer.tell(candidate, math.inf)
+            _tell_worst(optimizer, candidate)
         else:
             optimizer.tell(candidate, observation.loss)
 

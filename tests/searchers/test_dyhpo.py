@@ -23,16 +23,16 @@ from tunekit.trainables import epoch_trainable, write_hpo4dl_outputs
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/ modules
 
-CRASH_ABOVE = 0.98
+CRASH_AT = 0.99  # the space's default: random pool configurations never hit it exactly
 
 
 def learning_curve(config: dict, epoch: int, previous_epoch: int, checkpoint_path: str) -> dict:
-    """Loss (x - 0.7)^2 + exp(-(0.2 + x) epoch); configurations with x > CRASH_ABOVE raise at their first epoch."""
+    """Loss (x - 0.7)^2 + exp(-(0.2 + x) epoch); the configuration x = CRASH_AT raises at its first epoch."""
     state = Path(checkpoint_path) / "state.json"
     if previous_epoch:
         saved = json.loads(state.read_text())["epoch"]
         assert saved == previous_epoch, f"resumed at epoch {previous_epoch} with the state of epoch {saved}"
-    if config["x"] > CRASH_ABOVE:
+    if config["x"] == CRASH_AT:
         raise RuntimeError("simulated training crash")
     state.write_text(json.dumps({"epoch": epoch}))
     return {"epoch": epoch, "metric": (config["x"] - 0.7) ** 2 + math.exp(-(0.2 + config["x"]) * epoch)}
@@ -49,8 +49,8 @@ class History(tune.Callback):
 
 
 def make_searcher(max_budget: int, max_epochs: int = 6) -> DyHPOSearch:
-    # the default x = 0.99 is the first configuration tried, so a crash is certain
-    space = Space([Float("x", 0.0, 1.0, default=0.99)])
+    # the default is the first configuration tried, so exactly one crash is certain
+    space = Space([Float("x", 0.0, 1.0, default=CRASH_AT)])
     return DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=max_epochs, max_budget=max_budget,
                        num_configurations=200, seed=0)
 

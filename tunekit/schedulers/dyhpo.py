@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Seconds from the first trial that waited for a worker during which running trials keep their workers while
-#: others wait (so that Ray starts one worker process per concurrent trial); the start-up phase also ends once
-#: ``max_concurrent_trials`` trials ran at once. Bounded so that a cluster too small for them cannot stop all pauses.
+#: others wait (so that Ray starts one worker process per concurrent trial); the start-up phase also ends once Ray
+#: has started ``max_concurrent_trials`` trials. Bounded so that a cluster too small for them cannot stop all pauses.
 WORKER_START_GRACE_S = 30.0
 
 _USAGE = ("use them together: searcher = DyHPOSearch(...); tune.TuneConfig(search_alg=searcher, "
@@ -58,7 +58,7 @@ class DyHPOScheduler(TrialScheduler):
         self.searcher = searcher
         self.in_use = False
         self._first_wait: Optional[float] = None
-        self._workers_full = False
+        self._start_up_over = False
         searcher.scheduler = self
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
@@ -92,11 +92,11 @@ class DyHPOScheduler(TrialScheduler):
         pending = [trial for trial in trials if trial.status == Trial.PENDING]
         if pending and self._first_wait is None:
             self._first_wait = now
-        running = sum(trial.status == Trial.RUNNING for trial in trials)
         workers = self.searcher.max_concurrent()
-        self._workers_full = self._workers_full or (workers is not None and running >= workers)
+        started = len(trials) - len(pending)  # a trial that ever left PENDING was placed on a worker
+        self._start_up_over = self._start_up_over or (workers is not None and started >= workers)
         in_grace = self._first_wait is not None and now - self._first_wait < WORKER_START_GRACE_S
-        starting = in_grace and not self._workers_full
+        starting = in_grace and not self._start_up_over
         self.searcher.waiting_to_start(len(pending), len(pending) if starting else 0)
         return pending
 

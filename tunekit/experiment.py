@@ -335,6 +335,7 @@ def build_tuner(experiment: Experiment, verbose: int = 1) -> Any:
 
     from tunekit.callbacks.tensorboard import TensorBoardCallback
     from tunekit.command_trainable import trial_dirname
+    from tunekit.files import crash_safe_filesystem
 
     settings = experiment.settings
     search_alg, limit = experiment.search_alg, settings.max_concurrent
@@ -345,7 +346,8 @@ def build_tuner(experiment: Experiment, verbose: int = 1) -> Any:
         scheduler=experiment.trial_scheduler, num_samples=settings.num_samples,
         max_concurrent_trials=limit, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
-        name=settings.name, storage_path=str(settings.storage_path), verbose=verbose,
+        name=settings.name, storage_path=str(settings.storage_path), storage_filesystem=crash_safe_filesystem(),
+        verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=0),
         checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
         callbacks=[TensorBoardCallback(space=experiment.space), CSVLoggerCallback()])
@@ -458,13 +460,16 @@ def _fit(experiment: Experiment, resume: bool, verbose: int, address: Optional[s
     import ray
     from ray import tune
 
+    from tunekit.files import crash_safe_filesystem
+
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=verbose > 0)
     with _tune_environment():
         if resume:
             logger.info("continuing the interrupted run in %s", experiment.experiment_dir)
             tuner = tune.Tuner.restore(str(experiment.experiment_dir), trainable=_trainable(experiment),
-                                       resume_unfinished=True, resume_errored=False)
+                                       resume_unfinished=True, resume_errored=False,
+                                       storage_filesystem=crash_safe_filesystem())
         else:
             tuner = build_tuner(experiment, verbose=verbose)
         results = tuner.fit()

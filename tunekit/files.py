@@ -1,8 +1,14 @@
-"""File writing shared by searchers and schedulers: state files that a kill can never leave half-written."""
+"""File writing that a kill can never leave half-written: state files of searchers and schedulers, and the
+storage file system Ray copies experiment snapshots and checkpoints through."""
 
 import contextlib
+import io
 import os
+import shutil
 import tempfile
+
+import pyarrow
+import pyarrow.fs
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -20,3 +26,103 @@ def write_atomically(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+class _ReplacedOnClose(io.RawIOBase):
+    """A write-only file that becomes visible at ``path`` only when closed (a temporary sibling until then)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        folder, name = os.path.split(path)
+        handle, self._temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder or ".")
+        self._file, self._path = os.fdopen(handle, "wb"), path
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self._file.write(data)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+            os.replace(self._temporary, self._path)
+        super().close()
+
+
+class _CrashSafeLocalHandler(pyarrow.fs.FileSystemHandler):
+    """The local file system, except that a file being written replaces the old one only once complete."""
+
+    def __init__(self):
+        self._local = pyarrow.fs.LocalFileSystem()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _CrashSafeLocalHandler)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def equals(self, other) -> bool:
+        return self == other
+
+    def get_type_name(self) -> str:
+        return "tunekit-crash-safe-local"
+
+    def normalize_path(self, path: str) -> str:
+        return self._local.normalize_path(path)
+
+    def get_file_info(self, paths: list) -> list:
+        return self._local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector) -> list:
+        return self._local.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self._local.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise OSError("tunekit's crash-safe file system never deletes the root folder's contents")
+
+    def delete_file(self, path: str) -> None:
+        self._local.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self._local.move(src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        with open(src, "rb") as source, pyarrow.PythonFile(_ReplacedOnClose(dest), mode="w") as target:
+            shutil.copyfileobj(source, target)
+
+    def open_input_stream(self, path: str):
+        return self._local.open_input_stream(path)
+
+    def open_input_file(self, path: str):
+        return self._local.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata) -> pyarrow.NativeFile:
+        return pyarrow.PythonFile(_ReplacedOnClose(path), mode="w")
+
+    def open_append_stream(self, path: str, metadata):
+        return self._local.open_append_stream(path)
+
+
+def crash_safe_filesystem() -> pyarrow.fs.FileSystem:
+    """A local storage file system for Ray Tune on which a killed driver never leaves a half-written file.
+
+    Ray copies its experiment snapshot (trial table, searcher and scheduler state) from a staging folder into
+    the experiment folder in place, so a kill during the copy can leave them truncated, and ``Tuner.restore``
+    then restarts the whole experiment from scratch. Every file written through this file system appears
+    complete or not at all (the previous version stays until then). Use it for local or NFS storage:
+    ``tune.RunConfig(storage_path=..., storage_filesystem=crash_safe_filesystem())`` and the same
+    ``storage_filesystem`` in ``tune.Tuner.restore``.
+    """
+    return pyarrow.fs.PyFileSystem(_CrashSafeLocalHandler())

@@ -34,6 +34,7 @@ import ray
 import ray.cloudpickle
 from ray import tune
 
+from tunekit.files import crash_safe_filesystem
 from tunekit.schedulers.asha import ASHAScheduler
 from tunekit.schedulers.dyhpo import DyHPOScheduler
 from tunekit.schedulers.median import MedianStoppingScheduler
@@ -216,7 +217,8 @@ def main(spec_path: str) -> None:
     trainable = tune.with_resources(objective, {"cpu": 1})
     param_space = {**PARAM_SPACE, "steps": spec["steps"], "step_s": spec["step_s"], "log_dir": spec["log_dir"]}
     if spec["restore"]:
-        tuner = tune.Tuner.restore(spec["experiment_path"], trainable, resume_unfinished=True, param_space=param_space)
+        tuner = tune.Tuner.restore(spec["experiment_path"], trainable, resume_unfinished=True, param_space=param_space,
+                                   storage_filesystem=crash_safe_filesystem())
     else:
         searcher, scheduler = build(spec)
         tuner = tune.Tuner(
@@ -226,6 +228,7 @@ def main(spec_path: str) -> None:
                                         max_concurrent_trials=parse(spec["combination"])[2]),
             run_config=tune.RunConfig(storage_path=str(Path(spec["experiment_path"]).parent),
                                       name=Path(spec["experiment_path"]).name, verbose=0,
+                                      storage_filesystem=crash_safe_filesystem(),
                                       callbacks=[PausedTrials(spec["log_dir"])],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=spec["num_to_keep"])))
     results = tuner.fit()

@@ -165,7 +165,9 @@ def run_with_kills(work_dir: Path, combination: str, kills: list, num_samples: i
             while hit is not None and time.time() < deadline and not snapshot_paused(experiment_path):
                 time.sleep(0.02)
         else:
-            hit = wait_for(log_dir, since, driver, lambda e: e["event"] == "report", life_timeout)
+            # a report counts only once this driver has logged (a killed life's worker may still report briefly)
+            own = wait_for(log_dir, since, driver, lambda e: e["pid"] == driver.process.pid, life_timeout)
+            hit = own and wait_for(log_dir, own["time"], driver, lambda e: e["event"] == "report", life_timeout)
             if hit is not None:
                 time.sleep(value)
         if driver.process.poll() is not None or hit is None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import ray.cloudpickle
+
 CHILD = Path(__file__).resolve().parent / "kill_child.py"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -284,9 +286,20 @@ def judge_restore(report: KillReport, number: int, before: list[dict], after: li
     report.restored_exactly += (len(report.observations_differing), len(report.scheduler_differing)) == differing
 
 
+def checkpoint_step(run_metadata: dict) -> Optional[int]:
+    """The step of the checkpoint Ray registered for a trial in a snapshot: what a restore resumes from. It can
+    lag the trial's last result (a kill between a result and the save Ray schedules for it). Ray pickles its
+    checkpoint manager into the snapshot; the harness unpickles it from the experiment it ran itself."""
+    manager = run_metadata.get("checkpoint_manager")
+    if not isinstance(manager, dict) or "value" not in manager:
+        return None
+    latest = ray.cloudpickle.loads(bytes.fromhex(manager["value"])).latest_checkpoint_result
+    return None if latest is None else latest.metrics.get("step")
+
+
 def snapshot_paused(experiment_path: Path) -> list:
-    """``(trial id, step)`` of the trials PAUSED in the newest experiment snapshot (the one a restore resumes
-    from); a paused trial the snapshot does not show yet restarts from its last snapshotted state."""
+    """``(trial id, checkpoint step)`` of the trials PAUSED in the newest experiment snapshot (the one a restore
+    resumes from); a paused trial the snapshot does not show yet restarts from its last snapshotted state."""
     paths = sorted(experiment_path.glob("experiment_state-*.json"))
     try:
         trial_data = json.loads(paths[-1].read_text())["trial_data"] if paths else []
@@ -296,18 +309,18 @@ def snapshot_paused(experiment_path: Path) -> list:
     for trial_state, run_metadata in trial_data:
         trial = json.loads(trial_state)
         if trial.get("status") == "PAUSED":
-            paused.append((trial["trial_id"], (json.loads(run_metadata).get("last_result") or {}).get("step")))
+            paused.append((trial["trial_id"], checkpoint_step(json.loads(run_metadata))))
     return paused
 
 
 def check_paused(report: KillReport, paused: list, after: list[dict]) -> None:
-    """Trials PAUSED in the snapshot a restore resumes from must continue from their checkpoint (the step after
-    the one they paused at), never from scratch."""
+    """Trials PAUSED in the snapshot a restore resumes from must continue from the checkpoint it registered (the
+    step after it), never from scratch."""
     for trial_id, step in paused:
         attempt = next((e for e in after if e["event"] == "attempt" and e["trial"] == trial_id), None)
         if attempt is None:
             continue
         if attempt["step"] != (step or 0) + 1:
-            report.paused_from_scratch.append({"trial": trial_id, "paused_at": step, "resumed_at": attempt["step"]})
+            report.paused_from_scratch.append({"trial": trial_id, "checkpoint_step": step, "resumed_at": attempt["step"]})
         else:
             report.paused_resumed += 1

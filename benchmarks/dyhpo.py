@@ -11,6 +11,10 @@ instead of hours of training:
 2. ``synthetic``: a learning-curve family (exponential approach to a configuration-dependent plateau, with
    rates anti-correlated with quality for part of the space so early leaders are not always the final ones,
    plus noise), a new random family per seed.
+3. ``crossing``: a held-out family added after DyHPO was tuned on the first two (no method's settings were
+   chosen on it): curves that cross (fast starters plateau high, slow starters end low), a categorical learning
+   rate schedule that trades early speed for a lower end, noise that grows with the learning rate, and runs
+   that diverge.
 
 Per seed, ASHA (grace_period 1, reduction_factor 3, max_t = max_epochs) runs over the whole pool in a random
 order; its total epochs E and its best loss A set the budget: DyHPO, ASHA with the promotion rule (same
@@ -20,11 +24,12 @@ Reported: best loss after E/4, E/2 and E epochs, and epochs needed to reach A. D
 inside DyHPOSearch (every decision, model refits included) in one synthetic run of 600 epochs.
 
 A last measurement (``--utilization SECONDS``) runs DyHPO in a real ``tune.Tuner`` with 4 concurrent trials whose
-epochs sleep SECONDS, 80 epochs in all, and reports the share of worker time spent training (over the whole
+epochs sleep SECONDS, ``--utilization-budget`` epochs in all (80), and reports the share of worker time spent training (over the whole
 ``fit`` and between the first epoch's start and the last epoch's end), with the idle worker-seconds by cause.
 
-    python benchmarks/dyhpo.py [--seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp] [--skip-overhead]
-    python benchmarks/dyhpo.py --utilization 1.0
+    python benchmarks/dyhpo.py [--seeds 8] [--crossing-seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp]
+                               [--skip-overhead]
+    python benchmarks/dyhpo.py --utilization 1.0 [--utilization-budget 80]
     python benchmarks/dyhpo.py --export-problems PATH   # curve tables + ASHA runs as JSON, for hpo4dl_peer.py
 """
 
@@ -43,7 +48,7 @@ import torch
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from tunekit.parameters import Float
+from tunekit.parameters import Categorical, Float
 from tunekit.schedulers.asha import ASHAScheduler
 from tunekit.schedulers.dyhpo import DyHPOScheduler
 from tunekit.searchers.dyhpo import DyHPOSearch
@@ -117,6 +122,34 @@ def synthetic_table(seed: int, num_configs: int = 150, max_epochs: int = 20) -> 
     return space, configs, curves
 
 
+def crossing_table(seed: int, num_configs: int = 150, max_epochs: int = 20) -> tuple:
+    """Crossing, noisy, sometimes diverging curves over a learning rate, two shape parameters and a schedule.
+
+    loss(e) = end + (1 - end) exp(-rate e) + noise: a higher learning rate ``lr`` (log-scale, encoded in [0, 1])
+    learns faster but ends higher (so early leaders lose later), the "cosine" schedule starts slower and ends
+    lower than "constant", the end level is a random bowl over ``width`` and ``decay``, the noise grows with the
+    learning rate, and above a random threshold of ``lr`` half the runs diverge (loss near 1) from a random epoch on.
+    """
+    rng = np.random.default_rng(10_000 + seed)
+    space = Space([Float("lr", 1e-4, 1e-1, log=True), Float("width", 0.0, 1.0), Float("decay", 0.0, 1.0),
+                   Categorical("schedule", ("constant", "cosine"))])
+    configs = space.sample(num_configs, seed=seed)
+    X = space.encode(configs)
+    lr, shape, cosine = X[:, 0], X[:, 1:3], X[:, 4]
+    centre, weights = rng.uniform(0.2, 0.8, 2), rng.uniform(0.5, 2.0, 2)
+    bowl = ((shape - centre) ** 2 * weights).sum(1) / weights.sum()
+    end = 0.04 + 0.5 * bowl + 0.25 * lr**2 - 0.03 * cosine
+    rate = (0.03 + 1.2 * lr**2) * (1.0 - 0.4 * cosine)
+    epochs = np.arange(1, max_epochs + 1)
+    curves = end[:, None] + (1 - end[:, None]) * np.exp(-rate[:, None] * epochs)
+    curves += rng.normal(0.0, 1.0, curves.shape) * (0.003 + 0.02 * lr[:, None])
+    diverges = (lr > rng.uniform(0.7, 0.9)) & (rng.random(num_configs) < 0.5)
+    start = rng.integers(3, max_epochs, num_configs)
+    mask = diverges[:, None] & (epochs[None, :] >= start[:, None])
+    curves[mask] = 0.9 + rng.normal(0.0, 0.02, mask.sum())
+    return space, configs, np.clip(curves, 0.0, 1.0)
+
+
 # -- replays ------------------------------------------------------------------------------------------------
 def run_random(curves: np.ndarray, order: np.ndarray, budget: int) -> list:
     """Losses in the order trained: each configuration fully, until the budget is spent."""
@@ -140,10 +173,13 @@ def run_asha(curves: np.ndarray, order: np.ndarray) -> list:
 
 
 class _ReplayTrial:
-    """What ASHA's promotion rule reads of a Ray trial: its id, status and checkpoint (any non-None value)."""
+    """What ASHA's promotion rule reads of a Ray trial: id, status, whether finished, checkpoint (any non-None)."""
 
     def __init__(self, trial_id: str, index: int):
         self.trial_id, self.index, self.status, self.checkpoint, self.epochs = trial_id, index, Trial.PENDING, "-", 0
+
+    def is_finished(self) -> bool:
+        return self.status in (Trial.TERMINATED, Trial.ERROR)
 
 
 class _ReplayController:
@@ -383,13 +419,16 @@ def export_problems(path: Path, seeds: int, mlp_seeds: int, mlp_configs: int, sk
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=8, help="synthetic families")
+    parser.add_argument("--seeds", type=int, default=8, help="synthetic families (0: skip them)")
+    parser.add_argument("--crossing-seeds", type=int, default=8, help="crossing families (0: skip them)")
     parser.add_argument("--mlp-seeds", type=int, default=4, help="orders of the MLP pool")
     parser.add_argument("--mlp-configs", type=int, default=48, help="MLP configurations tabulated")
     parser.add_argument("--skip-mlp", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--utilization", type=float, default=None, metavar="EPOCH_SECONDS",
                         help="only the 4-worker Ray utilization run, with epochs of this many seconds")
+    parser.add_argument("--utilization-budget", type=int, default=80, metavar="EPOCHS",
+                        help="total epochs of the utilization run")
     parser.add_argument("--export-problems", type=Path, default=None, metavar="PATH",
                         help="only write the curve tables and ASHA's runs as JSON (for benchmarks/hpo4dl_peer.py)")
     args = parser.parse_args()
@@ -398,15 +437,19 @@ def main() -> None:
         export_problems(args.export_problems, args.seeds, args.mlp_seeds, args.mlp_configs, args.skip_mlp)
         return
     if args.utilization is not None:
-        print(utilization(args.utilization))
+        print(utilization(args.utilization, budget=args.utilization_budget))
         return
     if not args.skip_mlp:
         space, configs, curves = mlp_table(args.mlp_configs)
         rows = [compare(space, configs, curves, seed) for seed in range(args.mlp_seeds)]
         print(table(f"Quickstart MLP (validation error, {len(configs)} configurations x {curves.shape[1]} epochs)",
                     rows), "\n", flush=True)
-    rows = [compare(*synthetic_table(seed), seed) for seed in range(args.seeds)]
-    print(table("Synthetic learning curves (150 configurations x 20 epochs)", rows), "\n", flush=True)
+    if args.seeds:
+        rows = [compare(*synthetic_table(seed), seed) for seed in range(args.seeds)]
+        print(table("Synthetic learning curves (150 configurations x 20 epochs)", rows), "\n", flush=True)
+    if args.crossing_seeds:
+        rows = [compare(*crossing_table(seed), seed) for seed in range(args.crossing_seeds)]
+        print(table("Crossing learning curves (held out; 150 configurations x 20 epochs)", rows), "\n", flush=True)
     if not args.skip_overhead:
         print(overhead())
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from tunekit.searchers import GPEISearch
-from tunekit.space import Categorical, Float, Int, Ordinal, Space
+from tunekit.space import Categorical, Float, Int, Space
 
 N_STARTUP = 10
 
@@ -68,14 +68,7 @@ def _ackley(x: np.ndarray) -> float:
                  + 20 + math.e)
 
 
-def _levy(x: np.ndarray) -> float:
-    w = 1 + (x - 1) / 4
-    return float(np.sin(np.pi * w[0]) ** 2 + np.sum((w[:-1] - 1) ** 2 * (1 + 10 * np.sin(np.pi * w[:-1] + 1) ** 2))
-                 + (w[-1] - 1) ** 2 * (1 + np.sin(2 * np.pi * w[-1]) ** 2))
-
-
 _COLOR_OFFSET = {"red": 0.6, "green": 0.0, "blue": 1.2, "yellow": 0.3}
-_OPTIMIZER_OFFSET = {"sgd": 1.0, "adam": 0.0, "rmsprop": 0.4}
 
 
 def _mixed(c: dict) -> float:
@@ -83,12 +76,6 @@ def _mixed(c: dict) -> float:
     x = np.array([c["x0"], c["x1"], c["x2"]])
     return (_hartmann(x, _H3_A, _H3_P) + 0.01 * (c["layers"] - 12) ** 2 + _COLOR_OFFSET[c["color"]]
             + 0.1 * (math.log10(c["lr"]) + 3) ** 2)
-
-
-def _mixed2(c: dict) -> float:
-    """Branin on two floats + a categorical offset + a log-scale int (quadratic in log2) + an ordinal."""
-    return (_branin(c["x1"], c["x2"]) + _OPTIMIZER_OFFSET[c["optimizer"]]
-            + 0.2 * (math.log2(c["batch"]) - 6) ** 2 + 0.5 * abs(c["depth"] - 3))
 
 
 PROBLEMS = {
@@ -103,16 +90,6 @@ PROBLEMS = {
                      _mixed, -3.86278214782076),
     "ackley10": Problem("ackley10", Space([Float(f"x{i}", -5.0, 10.0) for i in range(10)]),
                         lambda c: _ackley(np.array([c[f"x{i}"] for i in range(10)])), 0.0),
-    # Validation problems for the batch strategy (added after it was tuned on the four above):
-    "hartmann3": Problem("hartmann3", Space([Float(f"x{i}", 0.0, 1.0) for i in range(3)]),
-                         lambda c: _hartmann(np.array([c[f"x{i}"] for i in range(3)]), _H3_A, _H3_P),
-                         -3.86278214782076),
-    "levy5": Problem("levy5", Space([Float(f"x{i}", -10.0, 10.0) for i in range(5)]),
-                     lambda c: _levy(np.array([c[f"x{i}"] for i in range(5)])), 0.0),
-    "mixed2": Problem("mixed2", Space([Float("x1", -5.0, 10.0), Float("x2", 0.0, 15.0),
-                                       Categorical("optimizer", ("sgd", "adam", "rmsprop")),
-                                       Int("batch", 8, 1024, log=True), Ordinal("depth", (1, 2, 3, 4, 5, 6))]),
-                      _mixed2, 0.397887357729738),
 }
 
 

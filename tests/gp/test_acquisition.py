@@ -7,7 +7,7 @@ from scipy.stats import norm
 
 from tunekit.gp import (ACQUISITIONS, Acquisition, expected_improvement, fantasize, fit_gp,
                         log_expected_improvement, probability_of_improvement, sobol, upper_confidence_bound)
-from tunekit.gp.acquisition import PENDING_RADIUS, incumbent, log_h, log_probability_of_improvement, near_pending
+from tunekit.gp.acquisition import incumbent, log_h, log_probability_of_improvement
 
 rng = np.random.default_rng(0)
 MEAN = torch.from_numpy(rng.normal(size=200))
@@ -96,15 +96,6 @@ def test_a_pending_point_lowers_the_acquisition_around_it(name):
     with_pending = Acquisition(gp, name, X_pending=x_star)
     assert float(with_pending(x_star)) < float(plain(x_star))
     assert float(with_pending.best) >= float(plain.best) - 1e-9
-
-
-def test_near_pending_measures_distance_in_lengthscales():
-    x, pending = np.array([0.5, 0.5]), np.array([[0.5, 0.6], [0.9, 0.9]])
-    assert near_pending(x, pending, np.array([1.0, 1.0]))  # 0.1 lengthscales from the first row
-    assert not near_pending(x, pending, np.array([1.0, 0.1]))  # 1 lengthscale: a short one along x2
-    assert near_pending(x, pending, np.array([1.0, 0.1]), radius=1.0)
-    assert not near_pending(x, np.zeros((0, 2)), np.ones(2))
-    assert 0 < PENDING_RADIUS < 1
 
 
 def test_unknown_acquisition_is_refused():

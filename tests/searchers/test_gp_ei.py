@@ -84,27 +84,6 @@ def test_pending_points_spread_parallel_suggestions():
     assert np.median(distances) > 0.1
 
 
-def test_a_running_trial_changes_the_suggestion_only_when_it_covers_the_sequential_choice():
-    data = BRANIN_SPACE.sample(12, seed=0)
-
-    def searcher_with(running=None) -> GPEISearch:
-        searcher = make(seed=4, points_to_evaluate=running)
-        for config in data:
-            searcher.add_evaluated_point(config, branin(config))
-        if running:
-            assert searcher.suggest("running") == running[0]  # queued first, so it stays pending
-        return searcher
-
-    sequential = searcher_with().suggest("next")
-    # Pending at another of Branin's three minima, away from the sequential choice: the suggestion is exactly
-    # the sequential one (a believer alone moves it: x1 = -4.86 instead of -4.14 here).
-    other_minimum = {"x1": -3.14, "x2": 12.27}
-    assert searcher_with([other_minimum]).suggest("next") == sequential
-    # Pending at the sequential choice itself: the believer sends the next suggestion elsewhere.
-    elsewhere = searcher_with([sequential]).suggest("next")
-    assert np.linalg.norm(np.diff(BRANIN_SPACE.encode([sequential, elsewhere]), axis=0)) > 0.1
-
-
 def test_failed_trials_are_skipped_and_never_proposed_again():
     searcher = make(seed=2)
     configs = []

@@ -1,11 +1,9 @@
 """GP-EI: Gaussian-process Bayesian optimisation as a Ray Tune searcher (a thin shell over ``tunekit.gp``).
 
 Each suggestion: points to evaluate and the space's defaults first (the shell), then ``random_starts``
-scrambled-Sobol points, then the maximiser of the acquisition over a GP fitted to finished trials' losses.
-While trials run, that sequential choice (running trials ignored) is kept unless it lies within
-``PENDING_RADIUS`` lengthscales of a running trial; then the maximiser with running trials fantasized at
-their posterior mean ("kriging believer") is taken instead, so parallel workers spread out
-(:mod:`tunekit.gp.acquisition`). Failed trials (errors, NaN/inf) are left out of the model but never
+scrambled-Sobol points, then the maximiser of the acquisition over a GP fitted to finished trials' losses,
+with running trials fantasized at their posterior mean ("kriging believer", :mod:`tunekit.gp.acquisition`)
+so parallel workers spread out. Failed trials (errors, NaN/inf) are left out of the model but never
 proposed again. A numerical failure falls back to a random configuration with a warning instead of stopping
 the run.
 """
@@ -21,7 +19,6 @@ import torch
 
 from tunekit.gp import (ACQUISITIONS, KERNELS, Acquisition, GPFitError, fit_gp, maximize_acquisition, single_threaded,
                         sobol)
-from tunekit.gp.acquisition import near_pending
 from tunekit.searchers.base import Observation, SpaceSearcher, config_key
 
 logger = logging.getLogger(__name__)
@@ -120,40 +117,26 @@ class GPEISearch(SpaceSearcher):
         return config
 
     def _model_point(self, observed: list[Observation]) -> dict:
-        """Fit the GP on finished trials; propose the sequential choice unless a running trial covers it, then
-        the choice with running trials fantasized (kriging believer); skip repeats."""
+        """Fit the GP on finished trials, fantasize running ones, maximise the acquisition, skip repeats."""
         space = self._space
         X = space.encode([o.config for o in observed])
         y = -np.array([o.loss for o in observed])
         gp = fit_gp(X, y, self._kernel, self._kernel_scale, warm_start=self._warm_start, generator=self._rng)
         self._warm_start = {name: value.clone() for name, value in gp.hyper.state_dict().items()}
+        pending = self.pending_configs
+        X_pending = torch.from_numpy(space.encode(pending)) if pending else None
+        acquisition = Acquisition(gp, self._acquisition, X_pending=X_pending, beta=self._beta)
         X_best = X[np.argsort(-y, kind="stable")[:N_BEST_STARTS]]
         length_scales = gp.hyper.covar_module.base_kernel.lengthscale.detach().reshape(-1).numpy()
-        seed = int(self._rng.integers(2**31))
-        config = self._maximise(Acquisition(gp, self._acquisition, beta=self._beta), X_best, length_scales, seed)
-        pending = self.pending_configs
-        if pending:
-            X_pending = space.encode(pending)
-            if config is None or near_pending(space.encode([config])[0], X_pending, length_scales):
-                believer = Acquisition(gp, self._acquisition, X_pending=torch.from_numpy(X_pending),
-                                       beta=self._beta)
-                config = self._maximise(believer, X_best, length_scales, seed)
-        if config is None:
-            logger.info("GPEISearch: every acquisition candidate was tried before; suggesting a random configuration")
-            return self._random_point()
-        return config
-
-    def _maximise(self, acquisition: Acquisition, X_best: np.ndarray, length_scales: np.ndarray,
-                  seed: int) -> Optional[dict]:
-        """The best configuration under ``acquisition`` that was never suggested, None when all candidates were."""
-        space = self._space
         candidates, _ = maximize_acquisition(acquisition, space, n_restarts=self._optimizer_restarts,
-                                             X_best=X_best, seed=seed, length_scales=length_scales)
+                                             X_best=X_best, seed=int(self._rng.integers(2**31)),
+                                             length_scales=length_scales)
         for start in range(0, len(candidates), 32):
             for config in space.decode(candidates[start: start + 32]):
                 if config_key(config) not in self._state.suggested_keys:
                     return config
-        return None
+        logger.info("GPEISearch: every acquisition candidate was tried before; suggesting a random configuration")
+        return self._random_point()
 
     def get_state(self) -> dict:
         state = super().get_state()

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional
 
 from ray import tune
 
+from tunekit.files import write_atomically
 from tunekit.resources import assigned_gpu_ids
 
 logger = logging.getLogger(__name__)
@@ -109,9 +110,7 @@ def to_json(value: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (a reader never sees half a file)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(partial, path)
+    write_atomically(str(path), (json.dumps(data, indent=2, allow_nan=True) + "\n").encode())
 
 
 def read_results(path: Path, metric: str) -> dict:

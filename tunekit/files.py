@@ -13,29 +13,23 @@ import pyarrow.fs
 
 def write_atomically(path: str, data: bytes) -> None:
     """Replace the file at ``path`` by ``data`` all at once: a reader (or a restore after a crash) sees the old
-    content or the new one, never a part (a temporary file in the same folder, flushed, then renamed)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    content or the new one, never a part (a temporary file in the same folder, flushed to disk, then renamed)."""
+    with _ReplacedOnClose(os.path.abspath(path), sync=True) as file:
+        file.write(data)
 
 
 class _ReplacedOnClose(io.RawIOBase):
-    """A write-only file that becomes visible at ``path`` only when closed (a temporary sibling until then)."""
+    """A write-only file that becomes visible at ``path`` only when closed (a temporary sibling until then).
 
-    def __init__(self, path: str):
+    A ``with`` block that raises discards the temporary file and leaves ``path`` as it was. ``sync``: flush to
+    disk before the rename (survives a power cut, not only a killed process).
+    """
+
+    def __init__(self, path: str, sync: bool = False):
         super().__init__()
         folder, name = os.path.split(path)
         handle, self._temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder or ".")
-        self._file, self._path = os.fdopen(handle, "wb"), path
+        self._file, self._path, self._sync = os.fdopen(handle, "wb"), path, sync
 
     def writable(self) -> bool:
         return True
@@ -48,8 +42,20 @@ class _ReplacedOnClose(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            if self._sync:
+                self._file.flush()
+                os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._temporary, self._path)
+        super().close()
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self.close()
+            return
+        self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._temporary)
         super().close()
 
 
@@ -99,7 +105,7 @@ class _CrashSafeLocalHandler(pyarrow.fs.FileSystemHandler):
         self._local.move(src, dest)
 
     def copy_file(self, src: str, dest: str) -> None:
-        with open(src, "rb") as source, pyarrow.PythonFile(_ReplacedOnClose(dest), mode="w") as target:
+        with open(src, "rb") as source, _ReplacedOnClose(dest) as target:
             shutil.copyfileobj(source, target)
 
     def open_input_stream(self, path: str):

@@ -55,3 +55,22 @@ def test_a_finished_write_replaces_the_file_and_leaves_no_partial_copy(tmp_path)
     filesystem.copy_file(str(state), str(tmp_path / "copy.json"))
     assert state.read_bytes() == b"new" and (tmp_path / "copy.json").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.json", "experiment_state.json"]
+
+
+
+def test_a_copy_that_fails_half_way_leaves_the_previous_file_and_no_partial_copy(tmp_path, monkeypatch):
+    import tunekit.files
+    from tunekit.files import crash_safe_filesystem
+
+    def copy_half_then_fail(source, target):
+        target.write(source.read(4))
+        raise OSError("the source vanished half-way")
+
+    monkeypatch.setattr(tunekit.files.shutil, "copyfileobj", copy_half_then_fail)
+    state, source = tmp_path / "searcher-state.pkl", tmp_path / "staged.pkl"
+    state.write_bytes(OLD)
+    source.write_bytes(b"the new snapshot")
+    with pytest.raises(OSError, match="half-way"):
+        crash_safe_filesystem().copy_file(str(source), str(state))
+    assert state.read_bytes() == OLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["searcher-state.pkl", "staged.pkl"]

@@ -27,6 +27,7 @@ from ray.tune.result import (
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler
 
 from tunekit.files import write_atomically
+from tunekit.parameters import _is_finite
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -242,14 +243,6 @@ def _snapshot_entry(folder: str, scheduler_name: str) -> Optional[bytes]:
         if isinstance(entry, dict) and entry.get(SNAPSHOT_KEY, {}).get("scheduler") == scheduler_name:
             return entry[SNAPSHOT_KEY]["state"]
     return None
-
-
-def _is_finite(value: float) -> bool:
-    """``math.isfinite`` that says False for an int too large for a float instead of raising."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def check_bool(name: str, value: Any) -> None:

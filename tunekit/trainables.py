@@ -59,8 +59,9 @@ def report_outcome(outcome: Any, metric: str) -> None:
                         "(after calling ray.tune.report itself)")
 
 
-def _fail_if_nothing_reported(run: Callable[[], None], what: str) -> None:
-    """``run()`` in a Ray trial; ValueError when it reported nothing (and did not resume from a checkpoint).
+def _fail_if_nothing_reported(run: Callable[[], Any], nothing_reported: Exception) -> Any:
+    """``run()`` in a Ray trial; raise ``nothing_reported`` when it reported nothing (and did not resume from a
+    checkpoint); returns what ``run`` returned.
 
     Ray would record such a trial as a success without a result, or, when the config has two or more keys,
     end the whole experiment (see :func:`require_metric`); failing the trial names the cause instead.
@@ -71,10 +72,16 @@ def _fail_if_nothing_reported(run: Callable[[], None], what: str) -> None:
     if session is None:
         return run()
     before, resumed = session.iteration, session.loaded_checkpoint is not None
-    run()
+    value = run()
     if session.iteration == before and not resumed:
-        raise ValueError(f"{what} ended without reporting anything: return a number or a dict of metrics, or "
-                         "call ray.tune.report(...)")
+        raise nothing_reported
+    return value
+
+
+def _reported_nothing(what: str) -> ValueError:
+    """The error of an hpman trainable (``what``) that ended without a report."""
+    return ValueError(f"{what} ended without reporting anything: return a number or a dict of metrics, or call "
+                      "ray.tune.report(...)")
 
 
 def _manager_of(function: Callable, placeholder: str) -> HyperParameterManager:
@@ -118,7 +125,8 @@ def hpman_trainable(function: Callable, *, metric: str = "loss", placeholder: st
         def run() -> None:
             report_outcome(call_with_values(function, config, placeholder=placeholder, sources=sources), metric)
 
-        _fail_if_nothing_reported(run, f"the hpman function {getattr(function, '__name__', function)!r}")
+        name = getattr(function, "__name__", function)
+        _fail_if_nothing_reported(run, _reported_nothing(f"the hpman function {name!r}"))
 
     # a name for Ray's trial names, but no __wrapped__: Ray inspects the signature for its `config` argument
     trainable.__name__ = getattr(function, "__name__", "hpman_trainable")
@@ -190,7 +198,7 @@ def hpman_script(path: str, *, result: Optional[str] = None, metric: str = "loss
                 raise ValueError(f"hpman script {script} left no global {result!r} to report (result={result!r})")
             report_outcome(namespace[result], metric)
 
-        _fail_if_nothing_reported(run, f"hpman script {script}")
+        _fail_if_nothing_reported(run, _reported_nothing(f"hpman script {script}"))
 
     trainable.__name__ = script.stem
     return trainable
@@ -491,21 +499,18 @@ def require_metric(trainable: Callable[[dict], Any], metric: str) -> Callable[[d
         session = get_session()
         if session is None:
             return trainable(config)
-        reported, resumed, ray_report = [], session.loaded_checkpoint is not None, session.report
+        ray_report = session.report
 
         def report(metrics: dict, checkpoint: Any = None) -> None:
             if metric not in metrics:
                 raise MissingMetric(f"the trial reported {sorted(metrics)} without the metric {metric!r}")
-            reported.append(True)
             ray_report(metrics, checkpoint=checkpoint)
 
         session.report = report
         try:
-            value = trainable(config)
+            return _fail_if_nothing_reported(
+                lambda: trainable(config), MissingMetric(f"the trial ended without reporting the metric {metric!r}"))
         finally:
             del session.report
-        if not reported and not resumed:
-            raise MissingMetric(f"the trial ended without reporting the metric {metric!r}")
-        return value
 
     return _like(checked_trainable, trainable)

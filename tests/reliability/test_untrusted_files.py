@@ -31,11 +31,14 @@ FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "os.system", "os.pop
 # Deserializers that can run code; each use must be one of the trusted restore paths below.
 UNPICKLERS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cloudpickle.load", "cloudpickle.loads",
               "dill.load", "dill.loads", "torch.load", "marshal.load", "marshal.loads", "shelve.open",
-              "yaml.load", "yaml.unsafe_load", "yaml.full_load", "numpy.load", "np.load", "jsonpickle.decode"}
+              "yaml.load", "yaml.unsafe_load", "yaml.full_load", "numpy.load", "np.load", "jsonpickle.decode",
+              # Ray's own readers of its snapshot files, which unpickle
+              "_loads_with_cloudpickle", "Trial.from_json_state", "_load_newest_checkpoint"}
 # (file, function): the state of searchers and schedulers that Ray checkpoints in the experiment folder
 # (Ray's own files, written by this experiment, as Ray's own searchers pickle theirs).
 TRUSTED_UNPICKLING = {("searchers/base.py", "restore"), ("schedulers/_common.py", "load_state_bytes"),
-                      ("schedulers/_common.py", "_snapshot_entry")}
+                      ("schedulers/_common.py", "_snapshot_entry"), ("_ray_snapshot.py", "trial_table"),
+                      ("_ray_snapshot.py", "trial_counter")}
 # (file, function, call): code the user chose to run, not data: their hpman script; registry targets from
 # a fixed table (a name from a file is looked up in the table, never imported).
 TRUSTED_CODE_LOADERS = {("trainables.py", "run_script", "runpy.run_path"),

@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from ray.tune.search import Searcher
 
+from tunekit._ray_snapshot import TrialRecord, trial_counter, trial_table
 from tunekit.files import write_atomically
 from tunekit.space import Constant, Space
 
@@ -109,6 +110,8 @@ class SpaceSearcher(Searcher):
         self._raw_points = [dict(point) for point in points]
         self._space: Optional[Space] = None
         self._state = SearcherState()
+        self._max_concurrent: Optional[int] = None
+        self._trials_left: Optional[int] = None
         if space is not None:
             self._set_space(Space.from_any(space))
 
@@ -124,7 +127,75 @@ class SpaceSearcher(Searcher):
     def on_space_set(self) -> None:
         """Called once the space is known (from the constructor or from the Tuner)."""
 
+    def forget(self, trial_id: str) -> None:
+        """Drop a suggestion Ray never recorded (see :meth:`reconcile`)."""
+        self._state.live.pop(trial_id, None)
+        self._state.last_loss.pop(trial_id, None)
+
+    def adopt(self, record: TrialRecord) -> bool:
+        """Take a trial of Ray's table that this searcher never saw as live (see :meth:`reconcile`); False
+        when its config is not a configuration of this space."""
+        flat = self._space.flatten(record.config)
+        config = {name: value for name, value in flat.items() if name in self._space.names}
+        try:
+            self._space.validate(config)
+        except (TypeError, ValueError) as error:
+            logger.warning("%s: trial %s in Ray's trial table has a config outside the search space (%s); its "
+                           "result stays in Ray's results but not in the searcher", type(self).__name__,
+                           record.trial_id, error)
+            return False
+        self._state.live[record.trial_id] = config
+        self._state.suggested_keys.add(config_key(config))
+        self._state.num_suggested += 1
+        return True
+
+    def reconcile(self, table: Sequence[TrialRecord], counter: Optional[tuple[int, int]] = None) -> None:
+        """Bring the state to Ray's trial table after a restore.
+
+        Ray's snapshot files are copied to storage one by one, so a driver killed during the copy can leave
+        this searcher's state a step older or newer than the trial table Ray resumes from. The table wins: a
+        trial it holds as ended is observed with its last result, a trial it holds that this searcher never saw
+        is adopted, and a suggestion it never recorded is forgotten (Ray will not run it). With ``counter``
+        (Ray's trials created and asked for), suggestions stop once Ray's table holds as many trials as were
+        asked for, whatever Ray's own counter, restored from another file, says.
+        """
+        state = self._state
+        listed = {record.trial_id for record in table}
+        observed = {o.trial_id for o in state.observations if o.trial_id is not None}
+        forgotten = [trial_id for trial_id in state.live if trial_id not in listed]
+        for trial_id in forgotten:
+            self.forget(trial_id)
+        adopted = ended = 0
+        for record in table:
+            if record.trial_id in observed:
+                continue
+            if record.trial_id not in state.live:
+                if not self.adopt(record):
+                    continue
+                adopted += 1
+            if record.finished:
+                self.on_trial_complete(record.trial_id, record.last_result, error=record.failed)
+                ended += 1
+        if adopted or ended or forgotten:
+            logger.warning("%s: its snapshot and Ray's trial table were from two moments; brought to the table: "
+                           "%d ended trials observed, %d trials adopted, %d suggestions forgotten",
+                           type(self).__name__, ended, adopted, len(forgotten))
+        if counter is not None:
+            created, asked = counter
+            self._trials_left = max(asked - len(table), 0)
+            if created > len(table):
+                logger.warning("%s: Ray's trial counter (%d) is ahead of its trial table (%d trials): Ray will end "
+                               "the experiment %d trial(s) short of num_samples", type(self).__name__, created,
+                               len(table), created - len(table))
+
     # -- Ray's Searcher contract ------------------------------------------------------------------------
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Hold Ray's ``max_concurrent_trials`` here, on this searcher's own record of running trials (which
+        :meth:`reconcile` keeps true to Ray's trial table), instead of in Ray's ConcurrencyLimiter, whose record
+        is restored from another snapshot file and could keep a finished trial's slot forever."""
+        self._max_concurrent = max_concurrent
+        return True
+
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
         if metric and not self._metric:
             self._metric = metric
@@ -139,6 +210,10 @@ class SpaceSearcher(Searcher):
     def suggest(self, trial_id: str) -> Optional[dict]:
         self._require_ready()
         state = self._state
+        if self._trials_left == 0:
+            return Searcher.FINISHED
+        if self._max_concurrent is not None and len(state.live) >= self._max_concurrent:
+            return None
         if state.queued_points:
             config = state.queued_points.pop(0)
         else:
@@ -154,6 +229,8 @@ class SpaceSearcher(Searcher):
         state.live[trial_id] = config
         state.suggested_keys.add(config_key(config))
         state.num_suggested += 1
+        if self._trials_left is not None:
+            self._trials_left -= 1
         return self._space.unflatten(config)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -210,6 +287,14 @@ class SpaceSearcher(Searcher):
         """Read back what :meth:`save` wrote. Only load files this process's own experiments wrote."""
         with open(checkpoint_path, "rb") as handle:
             self.set_state(pickle.load(handle))
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Ray's restore from an experiment folder (its newest searcher state), then :meth:`reconcile` with
+        the trial table there, the one ``Tuner.restore`` resumes from."""
+        super().restore_from_dir(checkpoint_dir)
+        table = trial_table(checkpoint_dir)
+        if table is not None:
+            self.reconcile(table, trial_counter(checkpoint_dir))
 
     # -- shared helpers for concrete searchers ---------------------------------------------------------
     @property

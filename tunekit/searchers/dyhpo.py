@@ -28,13 +28,15 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
+from tunekit._ray_snapshot import TrialRecord
 from tunekit.gp.acquisition import fantasize, log_expected_improvement
 from tunekit.gp.deep_kernel import DeepKernelGP, fit_deep_kernel_gp
 from tunekit.gp.model import DTYPE, GPFitError, single_threaded
@@ -175,6 +177,54 @@ class DyHPOSearch(SpaceSearcher):
             if error:
                 logger.warning("DyHPO: trial %s failed; it is never resumed and the search goes on", trial_id)
             self._changed()
+
+    # -- restore ------------------------------------------------------------------------------------------
+    def reconcile(self, table: Sequence[TrialRecord], counter: Optional[tuple[int, int]] = None) -> None:
+        """The shell's reconciliation with Ray's trial table, plus each known curve caught up with the last
+        result Ray holds (the budget it spent included)."""
+        for record in table:
+            if record.trial_id in self._dyhpo.curves:
+                self._catch_up(record)
+        super().reconcile(table, counter)
+
+    def adopt(self, record: TrialRecord) -> bool:
+        """A trial Ray holds that DyHPO never saw: its pool entry is taken and its curve starts from Ray's last
+        result."""
+        if not super().adopt(record):
+            return False
+        key = config_key(self._state.live[record.trial_id])
+        index = next((i for i, config in enumerate(self._dyhpo.pool) if config_key(config) == key), None)
+        if index is None:
+            logger.warning("DyHPO: trial %s in Ray's trial table is not in the pool; it runs unscheduled",
+                           record.trial_id)
+            return True
+        if index in self._dyhpo.unused:
+            self._dyhpo.unused.remove(index)
+        self._dyhpo.curves[record.trial_id] = TrialCurve(pool_index=index)
+        self._catch_up(record)
+        return True
+
+    def forget(self, trial_id: str) -> None:
+        """A suggestion Ray never recorded: its curve is kept as finished if it has results, else its pool
+        entry goes back to the unused ones."""
+        super().forget(trial_id)
+        curve = self._dyhpo.curves.get(trial_id)
+        if curve is not None and curve.losses:
+            curve.status = DONE
+        elif curve is not None:
+            del self._dyhpo.curves[trial_id]
+            self._dyhpo.unused.insert(0, curve.pool_index)
+        self._changed()
+
+    def _catch_up(self, record: TrialRecord) -> None:
+        """Extend a curve to Ray's last result for the trial, and hold it paused when Ray does."""
+        curve = self._dyhpo.curves[record.trial_id]
+        step = record.last_result.get(self.time_attr)
+        if isinstance(step, (int, float)) and step > len(curve.losses):
+            self.record(record.trial_id, record.last_result)
+        if record.status == Trial.PAUSED and curve.status == RUNNING:
+            curve.status = PAUSED
+        self._changed()
 
     def get_state(self) -> dict:
         model = self._model.state() if self._model is not None else self._dyhpo.model_weights

@@ -193,9 +193,14 @@ class NevergradSearch(SpaceSearcher):
 
     # -- the shell's hooks ------------------------------------------------------------------------------
     def set_max_concurrency(self, max_concurrent: int) -> bool:
-        """Tell nevergrad how many candidates are out at once (``num_workers``); Ray still limits trials."""
+        """Limit running trials (the shell's rule) and tell nevergrad how many candidates are out at once
+        (``num_workers``)."""
         self._num_workers = max(1, int(max_concurrent))
-        return False
+        return super().set_max_concurrency(max_concurrent)
+
+    def forget(self, trial_id: str) -> None:
+        super().forget(trial_id)
+        self._candidates.pop(trial_id, None)
 
     def on_space_set(self) -> None:
         """Build (or copy) the parametrization, seeded; take the shell's queue (defaults, points to evaluate)

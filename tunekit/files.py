@@ -2,13 +2,19 @@
 storage file system Ray copies experiment snapshots and checkpoints through."""
 
 import contextlib
+import fnmatch
 import io
+import json
+import logging
 import os
 import shutil
 import tempfile
+from typing import Callable, Optional
 
 import pyarrow
 import pyarrow.fs
+
+logger = logging.getLogger(__name__)
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -22,14 +28,16 @@ class _ReplacedOnClose(io.RawIOBase):
     """A write-only file that becomes visible at ``path`` only when closed (a temporary sibling until then).
 
     A ``with`` block that raises discards the temporary file and leaves ``path`` as it was. ``sync``: flush to
-    disk before the rename (survives a power cut, not only a killed process).
+    disk before the rename (survives a power cut, not only a killed process). ``is_whole``: a check of the
+    written file; when it fails the file is discarded too.
     """
 
-    def __init__(self, path: str, sync: bool = False):
+    def __init__(self, path: str, sync: bool = False, is_whole: Optional[Callable[[str], bool]] = None):
         super().__init__()
         folder, name = os.path.split(path)
         handle, self._temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder or ".")
         self._file, self._path, self._sync = os.fdopen(handle, "wb"), path, sync
+        self._is_whole = is_whole
 
     def writable(self) -> bool:
         return True
@@ -46,7 +54,12 @@ class _ReplacedOnClose(io.RawIOBase):
                 self._file.flush()
                 os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self._temporary, self._path)
+            if self._is_whole is None or self._is_whole(self._temporary):
+                os.replace(self._temporary, self._path)
+            else:
+                logger.warning("%s: the copy is not whole (its source was being rewritten); the previous version "
+                               "is kept", self._path)
+                self._discard()
         super().close()
 
     def __exit__(self, error_type, error, traceback) -> None:
@@ -54,9 +67,31 @@ class _ReplacedOnClose(io.RawIOBase):
             self.close()
             return
         self._file.close()
+        self._discard()
+        super().close()
+
+    def _discard(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self._temporary)
-        super().close()
+
+
+#: Ray writes its trial table in place in the driver's staging folder, and may rewrite it while the previous
+#: snapshot's copy to storage still reads it (with short snapshot periods): such a copy holds a torn file.
+_REWRITTEN_IN_PLACE = "experiment_state-*.json"
+
+
+def _parses_as_json(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            json.load(file)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def _whole_check(path: str) -> Optional[Callable[[str], bool]]:
+    """How to tell a whole copy of the file at ``path`` from a torn one (None: any complete write is whole)."""
+    return _parses_as_json if fnmatch.fnmatch(os.path.basename(path), _REWRITTEN_IN_PLACE) else None
 
 
 class _CrashSafeLocalHandler(pyarrow.fs.FileSystemHandler):
@@ -105,7 +140,7 @@ class _CrashSafeLocalHandler(pyarrow.fs.FileSystemHandler):
         self._local.move(src, dest)
 
     def copy_file(self, src: str, dest: str) -> None:
-        with open(src, "rb") as source, _ReplacedOnClose(dest) as target:
+        with open(src, "rb") as source, _ReplacedOnClose(dest, is_whole=_whole_check(dest)) as target:
             shutil.copyfileobj(source, target)
 
     def open_input_stream(self, path: str):
@@ -115,7 +150,7 @@ class _CrashSafeLocalHandler(pyarrow.fs.FileSystemHandler):
         return self._local.open_input_file(path)
 
     def open_output_stream(self, path: str, metadata) -> pyarrow.NativeFile:
-        return pyarrow.PythonFile(_ReplacedOnClose(path), mode="w")
+        return pyarrow.PythonFile(_ReplacedOnClose(path, is_whole=_whole_check(path)), mode="w")
 
     def open_append_stream(self, path: str, metadata):
         return self._local.open_append_stream(path)
@@ -127,7 +162,9 @@ def crash_safe_filesystem() -> pyarrow.fs.FileSystem:
     Ray copies its experiment snapshot (trial table, searcher and scheduler state) from a staging folder into
     the experiment folder in place, so a kill during the copy can leave them truncated, and ``Tuner.restore``
     then restarts the whole experiment from scratch. Every file written through this file system appears
-    complete or not at all (the previous version stays until then). Use it for local or NFS storage:
+    complete or not at all (the previous version stays until then), and a copy of Ray's trial table that is not
+    whole JSON (Ray rewrote its staging copy during the upload) never replaces the previous one. Use it for
+    local or NFS storage:
     ``tune.RunConfig(storage_path=..., storage_filesystem=crash_safe_filesystem())`` and the same
     ``storage_filesystem`` in ``tune.Tuner.restore``.
     """

@@ -74,3 +74,31 @@ def test_a_copy_that_fails_half_way_leaves_the_previous_file_and_no_partial_copy
         crash_safe_filesystem().copy_file(str(source), str(state))
     assert state.read_bytes() == OLD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["searcher-state.pkl", "staged.pkl"]
+
+
+def test_a_torn_copy_of_rays_trial_table_never_replaces_the_previous_one(tmp_path):
+    """Ray rewrites ``experiment_state-*.json`` in place in its staging folder, possibly while the previous
+    snapshot's upload reads it (seen in the kill sweep with snapshots after every event: the stored trial table
+    was cut at character 184,195 and ``Tuner.restore`` started the experiment again from scratch)."""
+    import json
+
+    import pyarrow.fs
+
+    from tunekit.files import crash_safe_filesystem
+
+    staging, storage = tmp_path / "staging", tmp_path / "storage"
+    staging.mkdir(), storage.mkdir()
+    table = {"trial_data": [["{}", "{}"]] * 50, "runner_data": {}}
+    whole = json.dumps(table).encode()
+    (storage / "experiment_state-1.json").write_bytes(whole)
+    (staging / "experiment_state-1.json").write_bytes(whole[: len(whole) // 2])  # read mid-rewrite
+    (staging / "searcher-state-1.pkl").write_bytes(b"new searcher state")
+    pyarrow.fs.copy_files(str(staging), str(storage), destination_filesystem=crash_safe_filesystem())
+    assert (storage / "experiment_state-1.json").read_bytes() == whole
+    assert (storage / "searcher-state-1.pkl").read_bytes() == b"new searcher state"
+    assert sorted(p.name for p in storage.iterdir()) == ["experiment_state-1.json", "searcher-state-1.pkl"]
+
+    table["runner_data"] = {"newer": True}
+    (staging / "experiment_state-1.json").write_text(json.dumps(table))
+    pyarrow.fs.copy_files(str(staging), str(storage), destination_filesystem=crash_safe_filesystem())
+    assert json.loads((storage / "experiment_state-1.json").read_text())["runner_data"] == {"newer": True}

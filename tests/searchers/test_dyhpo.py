@@ -95,6 +95,22 @@ def test_budget_spent_exactly_with_pauses_resumes_and_a_crash(ray_session, tmp_p
     assert min(row["metric"] for row in best_curve) == best_value
 
 
+def test_once_ray_has_created_num_samples_trials_paused_trials_are_resumed(ray_session, tmp_path):
+    """With num_samples below the pool size, Ray stops asking for new trials; DyHPO must then resume paused
+    trials instead of waiting for a new configuration that never comes (the run used to hang here)."""
+    searcher, history = make_searcher(max_budget=None, max_epochs=4), History()
+    tuner = tune.Tuner(
+        epoch_trainable(learning_curve),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=DyHPOScheduler(searcher), num_samples=4,
+                                    max_concurrent_trials=2, time_budget_s=90),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="samples", verbose=0, callbacks=[history]))
+    results = tuner.fit()
+    assert len(results) == 4 and len(results.errors) == 1  # the crashing default configuration
+    trained = sorted(len(rows) for rows in history.rows.values())
+    assert trained == [4, 4, 4], f"every trial that does not crash is trained to max_epochs: {history.rows}"
+    assert searcher._dyhpo.counts["pause"] >= 1, "DyHPO paused trials (else this tests nothing)"
+
+
 class _CrashDriver(tune.Callback):
     """Raises in the driver loop at the 6th result (once: a marker file)."""
 

@@ -82,12 +82,16 @@ class DyHPOScheduler(TrialScheduler):
             self.searcher.restarted(trial.trial_id)
 
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> str:
-        self._note_waiting(tune_controller.get_trials())
+        self._note_waiting(tune_controller)
         return self.searcher.on_result(trial.trial_id, result)
 
-    def _note_waiting(self, trials: list) -> list:
-        """Tell the searcher how many trials wait for a worker, and how many of them wait while Ray may still be
-        starting the worker processes of the run's start-up phase; returns the waiting trials."""
+    def _note_waiting(self, tune_controller: "TuneController") -> list:
+        """Tell the searcher whether Ray will create more trials, how many trials wait for a worker, and how many
+        of them wait while Ray may still be starting the worker processes of the run's start-up phase; returns
+        the waiting trials."""
+        search_alg = getattr(tune_controller, "search_alg", None)
+        self.searcher.new_trials_allowed(search_alg is None or not search_alg.is_finished())
+        trials = tune_controller.get_trials()
         now = time.monotonic()
         pending = [trial for trial in trials if trial.status == Trial.PENDING]
         if pending and self._first_wait is None:
@@ -115,11 +119,10 @@ class DyHPOScheduler(TrialScheduler):
         Paused trials that can never get budget again (the total budget is spent) are stopped, so the
         experiment ends.
         """
-        trials = tune_controller.get_trials()
-        pending = self._note_waiting(trials)
+        pending = self._note_waiting(tune_controller)
         if pending:
             return pending[0]
-        paused = {trial.trial_id: trial for trial in trials if trial.status == Trial.PAUSED}
+        paused = {trial.trial_id: trial for trial in tune_controller.get_trials() if trial.status == Trial.PAUSED}
         if not paused:
             return None
         if not self.searcher.resumable():

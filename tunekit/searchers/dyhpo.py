@@ -120,6 +120,7 @@ class DyHPOSearch(SpaceSearcher):
         self._model: Optional[DeepKernelGP] = None
         self._cache: Optional[tuple] = None
         self._starting = 0
+        self._new_trials_allowed = True
         self._version = 0
         self.scheduler = None
         super().__init__(space=space, metric=metric, mode=mode, seed=seed)
@@ -266,6 +267,13 @@ class DyHPOSearch(SpaceSearcher):
         self._dyhpo.waiting_to_start = count
         self._starting = starting
 
+    def new_trials_allowed(self, allowed: bool) -> None:
+        """Whether Ray will still create trials (``num_samples`` not reached). When it will not, a new
+        configuration is no candidate: choosing one would leave every paused trial waiting forever."""
+        if allowed != self._new_trials_allowed:
+            self._new_trials_allowed = allowed
+            self._changed()
+
     def max_concurrent(self) -> Optional[int]:
         """Ray's ``max_concurrent_trials`` (the number of workers), None when not set."""
         return self._dyhpo.max_concurrent
@@ -372,7 +380,7 @@ class DyHPOSearch(SpaceSearcher):
         state = self._dyhpo
         state.next_new = None
         paused = [tid for tid, c in state.curves.items() if c.status == PAUSED and len(c.losses) < self.max_epochs]
-        candidates = paused + ([NEW] if state.unused else [])
+        candidates = paused + ([NEW] if state.unused and self._new_trials_allowed else [])
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         observed = sum(len(c.losses) for c in state.curves.values())

@@ -16,6 +16,10 @@ import pyarrow.fs
 
 logger = logging.getLogger(__name__)
 
+#: The process's file-creation mask: files appear with the permissions ``open`` would give them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def write_atomically(path: str, data: bytes) -> None:
     """Replace the file at ``path`` by ``data`` all at once: a reader (or a restore after a crash) sees the old
@@ -36,6 +40,7 @@ class _ReplacedOnClose(io.RawIOBase):
         super().__init__()
         folder, name = os.path.split(path)
         handle, self._temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder or ".")
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes files private to their owner
         self._file, self._path, self._sync = os.fdopen(handle, "wb"), path, sync
         self._is_whole = is_whole
 

@@ -7,6 +7,7 @@ itself half-way; plain ``LocalFileSystem`` shows the damage, so the test can fai
 """
 
 import glob
+import os
 import signal
 import subprocess
 import sys
@@ -54,6 +55,9 @@ def test_a_finished_write_replaces_the_file_and_leaves_no_partial_copy(tmp_path)
         stream.write(b"new")
     filesystem.copy_file(str(state), str(tmp_path / "copy.json"))
     assert state.read_bytes() == b"new" and (tmp_path / "copy.json").read_bytes() == b"new"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert state.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as a plain write, not owner-only
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.json", "experiment_state.json"]
 
 

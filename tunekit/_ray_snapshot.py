@@ -5,7 +5,8 @@ Ray snapshots an experiment as several files in its folder (``experiment_state-*
 limiter; ``callback-states-*.pkl``: callbacks, tunekit's scheduler state among them). Each is written whole,
 but they are copied to storage one by one, so a driver killed during the copy leaves files from two
 moments. The trial table is what Ray resumes from; tunekit's searchers read it here to bring their own state
-to the same moment (see :meth:`tunekit.searchers.base.SpaceSearcher.reconcile`).
+to the same moment (see :meth:`tunekit.searchers.base.SpaceSearcher.reconcile`), and tunekit's schedulers
+realign Ray's trial counter to it (:func:`align_trial_counter`).
 
 These are Ray's own files, written by this experiment: they are read with Ray's own loaders, which
 unpickle, as Ray's restore does (see the README, "Reliability": what is trusted).
@@ -13,9 +14,10 @@ unpickle, as Ray's restore does (see the README, "Reliability": what is trusted)
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pyarrow.fs
 from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
@@ -23,6 +25,8 @@ from ray.tune.experiment import Trial
 from ray.tune.search import SearchGenerator
 from ray.tune.utils.serialization import _loads_with_cloudpickle
 from ray.tune.utils.util import _load_newest_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,3 +73,25 @@ def trial_counter(folder: str) -> Optional[tuple[int, int]]:
     if not state:
         return None
     return state["counter"], state["total_samples"]
+
+
+def align_trial_counter(tune_controller: Any) -> None:
+    """After ``Tuner.restore``, set Ray's count of created trials to the number in the trial table it resumes.
+
+    Ray restores that count from its own snapshot file, which a kill during Ray's copy can leave a step newer or
+    older than the table: newer, Ray ends the run short of ``num_samples``; older, it runs extra trials. Called by
+    tunekit's schedulers as the restored trials are re-added (they see Ray's controller; a searcher does not).
+    A fresh run has no trial table yet and is left alone.
+    """
+    controller = getattr(tune_controller, "_tune_controller", None)
+    search_alg = getattr(controller, "_search_alg", None)
+    if not isinstance(search_alg, SearchGenerator):
+        return
+    table = trial_table(controller._storage.experiment_driver_staging_path)
+    if table is None:
+        return
+    state = search_alg.get_state()
+    if state["counter"] != len(table):
+        logger.warning("Ray's trial counter (%d) did not match its trial table (%d trials) after the restore; set "
+                       "to the table's", state["counter"], len(table))
+        search_alg.set_state({**state, "counter": len(table)})

@@ -5,8 +5,10 @@ file by file, so a driver killed during the copy leaves files from two moments (
 snapshots after every event: the searcher never observed a finished trial and one trial too many ran). After a
 restore every tunekit searcher brings itself to the trial table Ray resumes from.
 
-The Tuner test makes the inconsistency for real: it keeps a copy of the searcher's and Ray's counter files
-taken mid-run, puts them back after the run, and restores.
+The Tuner tests make the inconsistency for real: they keep a copy of some snapshot files taken mid-run, put
+them back after the run, and restore. They store through the crash-safe file system, as ``tunekit run`` does:
+with snapshots after every event Ray's own storage can hold a torn trial table, and Ray then restarts the
+experiment from scratch (see test_crash_safe_storage.py).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import ray.cloudpickle
 from ray import tune
 from ray.tune.experiment import Trial
 
-from tunekit._ray_snapshot import TrialRecord
-from tunekit.schedulers import DyHPOScheduler
+from tunekit._ray_snapshot import TrialRecord, trial_table
+from tunekit.files import crash_safe_filesystem
+from tunekit.schedulers import ASHAScheduler, DyHPOScheduler
 from tunekit.searchers import DyHPOSearch, GPEISearch, NevergradSearch
 from tunekit.space import Float, Space
 
@@ -96,17 +99,16 @@ def newest(folder: Path, pattern: str) -> Path:
 
 
 class KeepStaleSnapshot(tune.Callback):
-    """Copies the searcher's and Ray's counter files from the experiment folder once two trials have ended and
-    a snapshot exists, i.e. a snapshot older than the end of the run."""
+    """Copies snapshot files (``patterns``) from the experiment folder once two trials have ended and a snapshot
+    exists, i.e. files older than the end of the run."""
 
-    def __init__(self, folder: Path, into: Path):
-        self.folder, self.into, self.ended = folder, into, 0
+    def __init__(self, folder: Path, into: Path, patterns=("searcher-state-*.pkl", "search_gen_state-*.json")):
+        self.folder, self.into, self.patterns, self.ended = folder, into, patterns, 0
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ended += 1
-        files = glob.glob(str(self.folder / "searcher-state-*.pkl")) + glob.glob(
-            str(self.folder / "search_gen_state-*.json"))
-        if self.ended >= 2 and len(files) == 2 and not any(self.into.iterdir()):
+        files = [file for pattern in self.patterns for file in glob.glob(str(self.folder / pattern))]
+        if self.ended >= 2 and len(files) == len(self.patterns) and not any(self.into.iterdir()):
             for file in files:
                 shutil.copy(file, self.into)
 
@@ -129,6 +131,7 @@ def test_restore_from_a_searcher_snapshot_older_than_the_trial_table_loses_nothi
         report_three_steps, param_space={"x": tune.uniform(-2.0, 2.0)},
         tune_config=tune.TuneConfig(search_alg=make(), num_samples=6, max_concurrent_trials=2),
         run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "runs"),
+                                  storage_filesystem=crash_safe_filesystem(),
                                   callbacks=[KeepStaleSnapshot(folder, stale)]))
     first = tuner.fit()
     assert len(first) == 6 and not first.errors
@@ -138,7 +141,8 @@ def test_restore_from_a_searcher_snapshot_older_than_the_trial_table_loses_nothi
     for file in stale.iterdir():  # the snapshot set now mixes two moments, as a kill during Ray's copy leaves it
         shutil.copy(file, folder / file.name)
 
-    restored = tune.Tuner.restore(str(folder), report_three_steps).fit()
+    restored = tune.Tuner.restore(str(folder), report_three_steps,
+                                  storage_filesystem=crash_safe_filesystem()).fit()
 
     final_losses = {r.metrics["trial_id"]: r.metrics["loss"] for r in restored}
     assert len(final_losses) == 6, "no trial may run beyond num_samples"
@@ -146,3 +150,31 @@ def test_restore_from_a_searcher_snapshot_older_than_the_trial_table_loses_nothi
     searcher.restore(str(newest(folder, "searcher-state-*.pkl")))
     assert {o.trial_id: o.loss for o in searcher.observations} == pytest.approx(final_losses)
     assert searcher.pending_configs == []
+
+
+def test_a_trial_table_older_than_rays_trial_counter_still_gets_num_samples_trials(ray_session, tmp_path,
+                                                                                    monkeypatch):
+    """The other direction: the trial table is a step older than Ray's counter file, so Ray would end the run
+    short of num_samples; tunekit's schedulers realign the counter to the table."""
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    folder = tmp_path / "runs" / "exp"
+    tuner = tune.Tuner(
+        report_three_steps, param_space={"x": tune.uniform(-2.0, 2.0)},
+        tune_config=tune.TuneConfig(search_alg=GPEISearch(metric="loss", mode="min", random_starts=3, seed=1),
+                                    scheduler=ASHAScheduler(metric="loss", mode="min", max_t=3),
+                                    num_samples=6, max_concurrent_trials=2),
+        run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "runs"),
+                                  storage_filesystem=crash_safe_filesystem(),
+                                  callbacks=[KeepStaleSnapshot(folder, stale, ("experiment_state-*.json",))]))
+    assert len(tuner.fit()) == 6
+    (old_table,) = stale.iterdir()
+    assert len(trial_table(str(stale))) < 6, "the copied table should be older than the run's end"
+    shutil.copy(old_table, folder / old_table.name)
+
+    restored = tune.Tuner.restore(str(folder), report_three_steps,
+                                  storage_filesystem=crash_safe_filesystem()).fit()
+
+    assert len(restored) == 6
+    assert all(result.metrics.get("training_iteration") for result in restored)

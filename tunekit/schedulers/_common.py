@@ -26,6 +26,7 @@ from ray.tune.result import (
 )
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler
 
+from tunekit._ray_snapshot import align_trial_counter
 from tunekit.files import write_atomically
 from tunekit.parameters import _is_finite
 
@@ -223,6 +224,7 @@ def _join_experiment_snapshots(scheduler: MetricScheduler, tune_controller: Any)
     callbacks = getattr(controller, "_callbacks", None)
     if callbacks is None or any(isinstance(c, SchedulerSnapshot) and c.scheduler is scheduler for c in callbacks):
         return
+    align_trial_counter(tune_controller)
     folder = controller._storage.experiment_driver_staging_path
     state = _snapshot_entry(folder, type(scheduler).__name__)
     if state is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Dict, Optional
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from tunekit._ray_snapshot import align_trial_counter
 from tunekit.searchers.dyhpo import DyHPOSearch
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class DyHPOScheduler(TrialScheduler):
         self.in_use = False
         self._first_wait: Optional[float] = None
         self._start_up_over = False
+        self._seen_trials = False
         searcher.scheduler = self
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
@@ -76,6 +78,9 @@ class DyHPOScheduler(TrialScheduler):
         """
         if not _wraps(getattr(tune_controller, "search_alg", None), self.searcher):
             raise ValueError(f"DyHPOScheduler runs only with the DyHPOSearch it was built on as search_alg; {_USAGE}")
+        if not self._seen_trials:
+            self._seen_trials = True
+            align_trial_counter(tune_controller)
         if trial.status == Trial.PENDING and trial.checkpoint is not None and self.searcher.is_paused(trial.trial_id):
             trial.set_status(Trial.PAUSED)
         else:

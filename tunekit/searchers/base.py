@@ -184,9 +184,9 @@ class SpaceSearcher(Searcher):
             created, asked = counter
             self._trials_left = max(asked - len(table), 0)
             if created > len(table):
-                logger.warning("%s: Ray's trial counter (%d) is ahead of its trial table (%d trials): Ray will end "
-                               "the experiment %d trial(s) short of num_samples", type(self).__name__, created,
-                               len(table), created - len(table))
+                logger.warning("%s: Ray's trial counter (%d) is ahead of its trial table (%d trials); unless a "
+                               "tunekit scheduler realigns it, Ray ends the experiment %d trial(s) short of "
+                               "num_samples", type(self).__name__, created, len(table), created - len(table))
 
     # -- Ray's Searcher contract ------------------------------------------------------------------------
     def set_max_concurrency(self, max_concurrent: int) -> bool:

@@ -15,7 +15,6 @@ unpickle, as Ray's restore does (see the README, "Reliability": what is trusted)
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -48,14 +47,21 @@ class TrialRecord:
         return self.status == Trial.ERROR
 
 
-def trial_table(folder: str) -> Optional[list[TrialRecord]]:
-    """The trial table of the newest experiment snapshot in ``folder`` (the one ``Tuner.restore`` resumes
-    from), None when the folder holds none."""
+def _newest_snapshot(folder: str) -> Optional[dict]:
+    """The newest ``experiment_state-*.json`` in ``folder`` (the one ``Tuner.restore`` resumes from), decoded;
+    None when the folder holds none."""
     path = _find_newest_experiment_checkpoint(folder, fs=pyarrow.fs.LocalFileSystem())
     if path is None:
         return None
     with open(path, encoding="utf-8") as file:
-        snapshot = _loads_with_cloudpickle(file.read())
+        return _loads_with_cloudpickle(file.read())
+
+
+def trial_table(folder: str) -> Optional[list[TrialRecord]]:
+    """The trial table of the newest experiment snapshot in ``folder``, None when the folder holds none."""
+    snapshot = _newest_snapshot(folder)
+    if snapshot is None:
+        return None
     records = []
     for trial_state, run_metadata in snapshot["trial_data"]:
         trial = Trial.from_json_state(trial_state, stub=True)
@@ -67,8 +73,6 @@ def trial_table(folder: str) -> Optional[list[TrialRecord]]:
 
 def trial_counter(folder: str) -> Optional[tuple[int, int]]:
     """``(trials created, trials asked for)`` in the newest search-generator snapshot of ``folder``."""
-    if not os.path.isdir(folder):
-        return None
     state = _load_newest_checkpoint(folder, SearchGenerator.CKPT_FILE_TMPL.format("*"))
     if not state:
         return None
@@ -87,11 +91,12 @@ def align_trial_counter(tune_controller: Any) -> None:
     search_alg = getattr(controller, "_search_alg", None)
     if not isinstance(search_alg, SearchGenerator):
         return
-    table = trial_table(controller._storage.experiment_driver_staging_path)
-    if table is None:
+    snapshot = _newest_snapshot(controller._storage.experiment_driver_staging_path)
+    if snapshot is None:
         return
+    trials = len(snapshot["trial_data"])
     state = search_alg.get_state()
-    if state["counter"] != len(table):
+    if state["counter"] != trials:
         logger.warning("Ray's trial counter (%d) did not match its trial table (%d trials) after the restore; set "
-                       "to the table's", state["counter"], len(table))
-        search_alg.set_state({**state, "counter": len(table)})
+                       "to the table's", state["counter"], trials)
+        search_alg.set_state({**state, "counter": trials})

@@ -37,7 +37,8 @@ UNPICKLERS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cloudpickle.lo
 # (file, function): the state of searchers and schedulers that Ray checkpoints in the experiment folder
 # (Ray's own files, written by this experiment, as Ray's own searchers pickle theirs).
 TRUSTED_UNPICKLING = {("searchers/base.py", "restore"), ("schedulers/_common.py", "load_state_bytes"),
-                      ("schedulers/_common.py", "_snapshot_entry"), ("_ray_snapshot.py", "trial_table"),
+                      ("schedulers/_common.py", "_snapshot_entry"), ("_ray_snapshot.py", "_newest_snapshot"),
+                      ("_ray_snapshot.py", "trial_table"),
                       ("_ray_snapshot.py", "trial_counter")}
 # (file, function, call): code the user chose to run, not data: their hpman script; registry targets from
 # a fixed table (a name from a file is looked up in the table, never imported).

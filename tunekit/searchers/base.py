@@ -144,9 +144,7 @@ class SpaceSearcher(Searcher):
                            "result stays in Ray's results but not in the searcher", type(self).__name__,
                            record.trial_id, error)
             return False
-        self._state.live[record.trial_id] = config
-        self._state.suggested_keys.add(config_key(config))
-        self._state.num_suggested += 1
+        self._add_live(record.trial_id, config)
         return True
 
     def reconcile(self, table: Sequence[TrialRecord], counter: Optional[tuple[int, int]] = None) -> None:
@@ -226,9 +224,7 @@ class SpaceSearcher(Searcher):
             config = self.propose(trial_id)
             if config is None or config == Searcher.FINISHED:
                 return config
-        state.live[trial_id] = config
-        state.suggested_keys.add(config_key(config))
-        state.num_suggested += 1
+        self._add_live(trial_id, config)
         if self._trials_left is not None:
             self._trials_left -= 1
         return self._space.unflatten(config)
@@ -297,6 +293,12 @@ class SpaceSearcher(Searcher):
             self.reconcile(table, trial_counter(checkpoint_dir))
 
     # -- shared helpers for concrete searchers ---------------------------------------------------------
+    def _add_live(self, trial_id: str, config: dict) -> None:
+        """Record a trial as running with ``config`` (suggested here, or adopted from Ray's trial table)."""
+        self._state.live[trial_id] = config
+        self._state.suggested_keys.add(config_key(config))
+        self._state.num_suggested += 1
+
     @property
     def space(self) -> Optional[Space]:
         return self._space

@@ -97,12 +97,14 @@ def test_budget_spent_exactly_with_pauses_resumes_and_a_crash(ray_session, tmp_p
 
 def test_once_ray_has_created_num_samples_trials_paused_trials_are_resumed(ray_session, tmp_path):
     """With num_samples below the pool size, Ray stops asking for new trials; DyHPO must then resume paused
-    trials instead of waiting for a new configuration that never comes (the run used to hang here)."""
+    trials instead of waiting for a new configuration that never comes (the run used to hang here). One trial at a
+    time, so no worker is ever starting when a trial reports: DyHPO's first steps (too few points for its model)
+    then pause every trial for a new configuration, for certain."""
     searcher, history = make_searcher(max_budget=None, max_epochs=4), History()
     tuner = tune.Tuner(
         epoch_trainable(learning_curve),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=DyHPOScheduler(searcher), num_samples=4,
-                                    max_concurrent_trials=2, time_budget_s=90),
+                                    max_concurrent_trials=1, time_budget_s=90, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="samples", verbose=0, callbacks=[history]))
     results = tuner.fit()
     assert len(results) == 4 and len(results.errors) == 1  # the crashing default configuration

@@ -111,6 +111,7 @@ def build_tuner(num_samples: int, max_concurrent: int, gpus_per_trial: float, st
             max_concurrent_trials=max_concurrent,
             search_alg=GPEISearch(random_starts=8, seed=seed),
             scheduler=scheduler,
+            reuse_actors=True,  # a finished trial's worker process runs the next one: no process start per trial
         ),
         run_config=tune.RunConfig(
             name="quickstart", storage_path=storage_path, verbose=1,

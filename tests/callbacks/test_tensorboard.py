@@ -360,7 +360,8 @@ def test_scheduler_decisions_reach_the_trial_runs(ray_session, tmp_path):
     results = tune.Tuner(  # best first, one at a time: the later, worse trials fall under the rung cut-offs
         _train_ranked,
         param_space={"quality": tune.grid_search([4.0, 3.0, 2.0, 1.0])},
-        tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler, max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler, max_concurrent_trials=1,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[callback]),
     ).fit()
     logdir = os.path.join(results.experiment_path, "tensorboard")

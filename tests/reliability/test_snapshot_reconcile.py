@@ -131,7 +131,7 @@ def test_restore_from_a_searcher_snapshot_older_than_the_trial_table_loses_nothi
     folder = tmp_path / "runs" / "exp"
     tuner = tune.Tuner(
         report_three_steps, param_space={"x": tune.uniform(-2.0, 2.0)},
-        tune_config=tune.TuneConfig(search_alg=make(), num_samples=6, max_concurrent_trials=2),
+        tune_config=tune.TuneConfig(search_alg=make(), num_samples=6, max_concurrent_trials=2, reuse_actors=True),
         run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "runs"),
                                   storage_filesystem=crash_safe_filesystem(),
                                   callbacks=[KeepStaleSnapshot(folder, stale)]))
@@ -166,7 +166,7 @@ def test_a_trial_table_older_than_rays_trial_counter_still_gets_num_samples_tria
         report_three_steps, param_space={"x": tune.uniform(-2.0, 2.0)},
         tune_config=tune.TuneConfig(search_alg=GPEISearch(metric="loss", mode="min", random_starts=3, seed=1),
                                     scheduler=ASHAScheduler(metric="loss", mode="min", max_t=3),
-                                    num_samples=6, max_concurrent_trials=2),
+                                    num_samples=6, max_concurrent_trials=2, reuse_actors=True),
         run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path / "runs"),
                                   storage_filesystem=crash_safe_filesystem(),
                                   callbacks=[KeepStaleSnapshot(folder, stale, ("experiment_state-*.json",))]))

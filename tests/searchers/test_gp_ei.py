@@ -151,7 +151,7 @@ def test_in_a_tuner_beats_random_search_at_equal_budget(ray_session, tmp_path):
     tuner = tune.Tuner(
         quadratic, param_space=param_space,
         tune_config=tune.TuneConfig(metric="loss", mode="min", search_alg=GPEISearch(random_starts=6, seed=0),
-                                    num_samples=budget, max_concurrent_trials=2),
+                                    num_samples=budget, max_concurrent_trials=2, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
     assert len(results) == budget and not results.errors
@@ -166,7 +166,7 @@ def test_in_a_tuner_an_exhausted_discrete_space_ends_the_run(ray_session, tmp_pa
     tuner = tune.Tuner(
         quadratic, param_space={"x": tune.choice([0.0, 0.3]), "y": tune.choice([-0.2, 0.5])},
         tune_config=tune.TuneConfig(metric="loss", mode="min", search_alg=GPEISearch(random_starts=1, seed=0),
-                                    num_samples=10),
+                                    num_samples=10, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
     assert sorted((r.config["x"], r.config["y"]) for r in results) == [(0.0, -0.2), (0.0, 0.5), (0.3, -0.2), (0.3, 0.5)]
@@ -186,7 +186,7 @@ def test_mixed_nested_space_points_to_evaluate_and_two_concurrent_trials(ray_ses
     tuner = tune.Tuner(
         mixed_trainable, param_space=param_space,
         tune_config=tune.TuneConfig(metric="acc", mode="max", search_alg=searcher, num_samples=8,
-                                    max_concurrent_trials=2),
+                                    max_concurrent_trials=2, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
     configs = [r.config for r in results]
@@ -209,7 +209,8 @@ def test_nan_and_raising_trials_under_asha_do_not_stop_the_search(ray_session, t
     tuner = tune.Tuner(
         flaky_trainable, param_space={"x": tune.uniform(-1, 1)},
         tune_config=tune.TuneConfig(metric="loss", mode="min", search_alg=searcher, num_samples=8,
-                                    scheduler=ASHAScheduler(max_t=4, grace_period=1, reduction_factor=2)),
+                                    scheduler=ASHAScheduler(max_t=4, grace_period=1, reduction_factor=2),
+                                    reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
     assert len(results) == 8 and len(results.errors) >= 1

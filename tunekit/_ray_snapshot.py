@@ -6,7 +6,8 @@ limiter; ``callback-states-*.pkl``: callbacks, tunekit's scheduler state among t
 but they are copied to storage one by one, so a driver killed during the copy leaves files from two
 moments. The trial table is what Ray resumes from; tunekit's searchers read it here to bring their own state
 to the same moment (see :meth:`tunekit.searchers.base.SpaceSearcher.reconcile`), and tunekit's schedulers
-realign Ray's trial counter to it (:func:`align_trial_counter`).
+realign Ray's trial counter to it (:func:`align_trial_counter`) and bring their own restored state to it
+(``reconcile``: ASHA's rungs and paused trials).
 
 These are Ray's own files, written by this experiment: they are read with Ray's own loaders, which
 unpickle, as Ray's restore does (see the README, "Reliability": what is trusted).

@@ -13,6 +13,7 @@ from ray.train._internal.session import _TrainingResult
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
+from tunekit._ray_snapshot import TrialRecord
 from tunekit.schedulers import ASHAScheduler
 from tunekit.schedulers.asha import linear_percentile
 
@@ -305,3 +306,31 @@ def test_after_restore_a_trial_waiting_at_a_rung_is_not_started_as_a_new_one():
     assert scheduler.choose_trial_to_run(_Controller([waiting, new, done])) is new
     new.status = Trial.RUNNING
     assert scheduler.choose_trial_to_run(_Controller([waiting, new, done])) is None
+
+
+def test_restored_state_older_than_rays_trial_table_is_brought_to_it():
+    """A kill during Ray's snapshot copy can leave the scheduler's state a step older than the trial table Ray
+    resumes: ``reconcile`` records the rung results the state missed, keeps a trial the table holds PAUSED
+    waiting at its rung (else it would run on unpromoted), and forgets trials the table never recorded."""
+    def make():
+        return ASHAScheduler(metric="score", mode="max", max_t=9, grace_period=1, reduction_factor=3,
+                             rule="promotion")
+
+    scheduler = make()
+    first, second, unrecorded = (Trial("__fake", stub=True, trial_id=name) for name in ("first", "second", "gone"))
+    for trial in (first, second, unrecorded):
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, first, {"training_iteration": 1, "score": 0.9}) == PAUSE
+    stale = scheduler.state_bytes()  # taken before "second" reported
+    assert scheduler.on_trial_result(None, second, {"training_iteration": 1, "score": 0.5}) == PAUSE
+    table = [TrialRecord("first", Trial.PAUSED, {}, {"training_iteration": 1, "score": 0.9}),
+             TrialRecord("second", Trial.PAUSED, {}, {"training_iteration": 1, "score": 0.5})]
+
+    restored = make()
+    restored.load_state_bytes(stale)
+    assert restored._waiting == {"first": 0}
+    restored.reconcile(table)
+    assert restored._waiting == {"first": 0, "second": 0} and "gone" not in restored._bracket_of
+    assert restored.debug_string() == scheduler.debug_string()
+    restored.reconcile(table)
+    assert restored._brackets[0].rungs[0].scores == {"first": 0.9, "second": 0.5}, "reconciling twice adds nothing"

@@ -22,11 +22,12 @@ import logging
 import math
 from bisect import insort
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from ray.tune.experiment import Trial
 
+from tunekit._ray_snapshot import TrialRecord
 from tunekit.schedulers._common import PROMOTE, Decision, MetricScheduler, check_bool, check_positive
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class ASHAScheduler(MetricScheduler):
         return self._brackets[self._bracket_of[trial_id]]
 
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> str:
-        read = self._read(trial, result)
+        read = self._read(trial.trial_id, result)
         if read is None:
             return self.CONTINUE
         time, score = read
@@ -322,13 +323,43 @@ class ASHAScheduler(MetricScheduler):
 
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> None:
         """Record the final result at its rung (as Ray does), then forget the trial."""
-        if self._metric in result and self._time_attr in result and trial.trial_id in self._bracket_of:
-            time, score = self._read(trial, result)
-            bracket = self._brackets[self._bracket_of[trial.trial_id]]
-            index = bracket.rung_for(trial.trial_id, time, self._stop_last_trials)
-            if index is not None and score is not None:
-                bracket.rungs[index].add(trial.trial_id, score)
+        self._record_last(trial.trial_id, result)
         self._forget(trial.trial_id)
+
+    def _record_last(self, trial_id: str, result: Dict) -> Optional[int]:
+        """Add a known trial's result to the rung it reaches, if not there yet; returns that rung's index."""
+        if self._metric not in result or self._time_attr not in result or trial_id not in self._bracket_of:
+            return None
+        time, score = self._read(trial_id, result)
+        bracket = self._brackets[self._bracket_of[trial_id]]
+        index = bracket.rung_for(trial_id, time, self._stop_last_trials)
+        if index is None or score is None:
+            return None
+        bracket.rungs[index].add(trial_id, score)
+        return index
+
+    def reconcile(self, table: Sequence[TrialRecord]) -> None:
+        """Bring the rungs to Ray's trial table: each trial's last result joins the rung it reached if the
+        restored state lacks it; a trial the table holds PAUSED at a rung waits there for promotion (else Ray's
+        restore would run it on unpromoted); trials the table lacks are forgotten."""
+        in_table = {record.trial_id for record in table}
+        for trial_id in [trial_id for trial_id in self._bracket_of if trial_id not in in_table]:
+            self._forget(trial_id)
+        for record in table:
+            if record.trial_id not in self._bracket_of:
+                if record.finished:
+                    continue
+                self._assign(record.trial_id)
+            try:
+                index = self._record_last(record.trial_id, record.last_result)
+            except (TypeError, ValueError):  # a malformed result: it raised when reported; nothing to record
+                continue
+            paused = record.status == Trial.PAUSED and self._rule == "promotion" and index is not None
+            if paused and record.trial_id not in self._waiting:
+                self._waiting[record.trial_id] = index
+                self._paused_at[record.trial_id] = self._read(record.trial_id, record.last_result)[0]
+            if record.finished:
+                self._forget(record.trial_id)
 
     def on_trial_remove(self, tune_controller: "TuneController", trial: Trial) -> None:
         self._forget(trial.trial_id)

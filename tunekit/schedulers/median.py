@@ -109,7 +109,7 @@ class MedianStoppingScheduler(MetricScheduler):
         self._last_median: Optional[Tuple[float, float, int]] = None
 
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> str:
-        read = self._read(trial, result)
+        read = self._read(trial.trial_id, result)
         trial_id = trial.trial_id
         if read is None or trial_id in self._stopped:
             return self.CONTINUE
@@ -141,7 +141,7 @@ class MedianStoppingScheduler(MetricScheduler):
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> None:
         """Record a final result that was not seen yet (a repeat of the last one is ignored)."""
         if self._metric in result and self._time_attr in result:
-            time, score = self._read(trial, result)
+            time, score = self._read(trial.trial_id, result)
             self._record(self._curves.setdefault(trial.trial_id, _Curve()), time, score)
 
     def _halt(self, decision: Decision) -> str:

@@ -358,16 +358,33 @@ def idle_breakdown(epochs: list, fit_started: float, fit_ended: float) -> dict:
     return {"workers seen": len(by_pid), **{k: round(v, 1) for k, v in idle.items()}}
 
 
+def fit_sleepy(searcher: DyHPOSearch, scheduler, workers: int, callback) -> tuple:
+    """A real tune.Tuner run of ``sleepy_curve`` epochs with ``workers`` concurrent trials and reused actors;
+    returns its start and end times (``time.time()``)."""
+    import tempfile
+
+    from ray import tune
+
+    from tunekit.trainables import epoch_trainable
+
+    with tempfile.TemporaryDirectory() as storage:
+        tuner = tune.Tuner(
+            epoch_trainable(sleepy_curve),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                        max_concurrent_trials=workers, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[callback]))
+        started = time.time()
+        tuner.fit()
+        return started, time.time()
+
+
 def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str:
     """Share of worker time spent inside epochs in a real tune.Tuner run with ``workers`` concurrent trials."""
     import os
-    import tempfile
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     import ray
     from ray import tune
-
-    from tunekit.trainables import epoch_trainable
 
     class Epochs(tune.Callback):
         def __init__(self):
@@ -381,15 +398,7 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str
     space = Space.from_tune({"x": tune.uniform(0.0, 1.0), "seconds": epoch_seconds})
     searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=10, max_budget=budget, seed=0)
     epochs = Epochs()
-    with tempfile.TemporaryDirectory() as storage:
-        tuner = tune.Tuner(
-            epoch_trainable(sleepy_curve),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=DyHPOScheduler(searcher), num_samples=-1,
-                                        max_concurrent_trials=workers, reuse_actors=True),
-            run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[epochs]))
-        started = time.time()
-        tuner.fit()
-        ended = time.time()
+    started, ended = fit_sleepy(searcher, DyHPOScheduler(searcher), workers, epochs)
     ray.shutdown()
     wall = ended - started
     busy = searcher._dyhpo.spent * epoch_seconds

@@ -1,7 +1,10 @@
-"""Ray Tune trial schedulers: ASHA (stopping and promotion rules) and median stopping."""
+"""Ray Tune trial schedulers: ASHA (stopping and promotion rules), median stopping and DyHPO's.
 
-from tunekit.schedulers.asha import ASHAScheduler
-from tunekit.schedulers.dyhpo import DyHPOScheduler
-from tunekit.schedulers.median import MedianStoppingScheduler
+Each is imported on first use: ASHA and median stopping do not import DyHPO's torch and gpytorch.
+"""
 
-__all__ = ["ASHAScheduler", "DyHPOScheduler", "MedianStoppingScheduler"]
+from tunekit._lazy import lazy_exports
+
+_MODULES = {"ASHAScheduler": "asha", "DyHPOScheduler": "dyhpo", "MedianStoppingScheduler": "median"}
+__all__ = sorted(_MODULES)
+__getattr__ = lazy_exports(__name__, _MODULES)

@@ -1,7 +1,10 @@
-"""tunekit searchers: each a ``ray.tune.search.Searcher`` over a :class:`tunekit.Space`."""
+"""tunekit searchers: each a ``ray.tune.search.Searcher`` over a :class:`tunekit.Space`.
 
-from tunekit.searchers.dyhpo import DyHPOSearch
-from tunekit.searchers.gp_ei import GPEISearch
-from tunekit.searchers.nevergrad import NevergradSearch
+Each is imported on first use, so one searcher's users do not import the others' libraries.
+"""
 
-__all__ = ["DyHPOSearch", "GPEISearch", "NevergradSearch"]
+from tunekit._lazy import lazy_exports
+
+_MODULES = {"DyHPOSearch": "dyhpo", "GPEISearch": "gp_ei", "NevergradSearch": "nevergrad"}
+__all__ = sorted(_MODULES)
+__getattr__ = lazy_exports(__name__, _MODULES)

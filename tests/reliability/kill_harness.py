@@ -231,7 +231,9 @@ def judge(report: KillReport, events: list[dict], kill_times: list[float], pause
     for number, life in enumerate(per_life):
         if number > 0:
             judge_restore(report, number, per_life[number - 1], life)
-            check_paused(report, paused_in_snapshot[number - 1], life)
+            # a trial may wait paused through a whole life (ASHA holds it for promotion): its first attempt
+            # after the kill can come in any later life
+            check_paused(report, paused_in_snapshot[number - 1], [e for later in per_life[number:] for e in later])
         for event in life:
             rerun = event["event"] == "attempt" and observed.get(event["trial"], number) < number
             if rerun and event["trial"] not in {r["trial"] for r in report.reruns}:
@@ -314,8 +316,8 @@ def snapshot_paused(experiment_path: Path) -> list:
 
 
 def check_paused(report: KillReport, paused: list, after: list[dict]) -> None:
-    """Trials PAUSED in the snapshot a restore resumes from must continue from the checkpoint it registered (the
-    step after it), never from scratch."""
+    """Trials PAUSED in the snapshot a restore resumes from must continue (at their first attempt in ``after``,
+    the events of every later life) from the checkpoint it registered (the step after it), never from scratch."""
     for trial_id, step in paused:
         attempt = next((e for e in after if e["event"] == "attempt" and e["trial"] == trial_id), None)
         if attempt is None:

@@ -80,22 +80,24 @@ def trial_counter(folder: str) -> Optional[tuple[int, int]]:
     return state["counter"], state["total_samples"]
 
 
-def align_trial_counter(tune_controller: Any) -> None:
+def align_trial_counter(tune_controller: Any, trials: Optional[int] = None) -> None:
     """After ``Tuner.restore``, set Ray's count of created trials to the number in the trial table it resumes.
 
     Ray restores that count from its own snapshot file, which a kill during Ray's copy can leave a step newer or
     older than the table: newer, Ray ends the run short of ``num_samples``; older, it runs extra trials. Called by
-    tunekit's schedulers as the restored trials are re-added (they see Ray's controller; a searcher does not).
-    A fresh run has no trial table yet and is left alone.
+    tunekit's schedulers as the restored trials are re-added (they see Ray's controller; a searcher does not),
+    with the table's number of ``trials`` when they have read it, else it is counted here. A fresh run has no
+    trial table yet and is left alone.
     """
     controller = getattr(tune_controller, "_tune_controller", None)
     search_alg = getattr(controller, "_search_alg", None)
     if not isinstance(search_alg, SearchGenerator):
         return
-    snapshot = _newest_snapshot(controller._storage.experiment_driver_staging_path)
-    if snapshot is None:
-        return
-    trials = len(snapshot["trial_data"])
+    if trials is None:
+        snapshot = _newest_snapshot(controller._storage.experiment_driver_staging_path)
+        if snapshot is None:
+            return
+        trials = len(snapshot["trial_data"])
     state = search_alg.get_state()
     if state["counter"] != trials:
         logger.warning("Ray's trial counter (%d) did not match its trial table (%d trials) after the restore; set "

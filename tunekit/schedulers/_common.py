@@ -229,15 +229,15 @@ def _join_experiment_snapshots(scheduler: MetricScheduler, tune_controller: Any)
     callbacks = getattr(controller, "_callbacks", None)
     if callbacks is None or any(isinstance(c, SchedulerSnapshot) and c.scheduler is scheduler for c in callbacks):
         return
-    align_trial_counter(tune_controller)
     folder = controller._storage.experiment_driver_staging_path
+    table = trial_table(folder)
     state = _snapshot_entry(folder, type(scheduler).__name__)
     if state is not None:
         scheduler.load_state_bytes(state)
         scheduler._logger.info("%s: state restored from the experiment snapshot in %s", type(scheduler).__name__,
                                folder)
-    table = trial_table(folder)
     if table is not None:
+        align_trial_counter(tune_controller, len(table))
         scheduler.reconcile(table)
     callbacks._callbacks = [*callbacks._callbacks, SchedulerSnapshot(scheduler)]
 

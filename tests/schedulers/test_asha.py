@@ -334,3 +334,27 @@ def test_restored_state_older_than_rays_trial_table_is_brought_to_it():
     assert restored.debug_string() == scheduler.debug_string()
     restored.reconcile(table)
     assert restored._brackets[0].rungs[0].scores == {"first": 0.9, "second": 0.5}, "reconciling twice adds nothing"
+
+
+def test_reconcile_counts_a_trial_the_table_shows_running_past_its_rung_as_promoted():
+    """A trial promoted after the scheduler's snapshot (here on arrival) is RUNNING in Ray's table: the restored
+    state must record it as promoted, so it equals the state the scheduler had at the table's moment."""
+    def make():
+        return ASHAScheduler(metric="score", mode="max", max_t=9, grace_period=1, reduction_factor=3,
+                             rule="promotion")
+
+    scheduler = make()
+    trials = [Trial("__fake", stub=True, trial_id=name) for name in ("a", "b", "c")]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, trials[0], {"training_iteration": 1, "score": 0.5}) == PAUSE
+    stale = scheduler.state_bytes()
+    assert scheduler.on_trial_result(None, trials[1], {"training_iteration": 1, "score": 0.9}) == PAUSE
+    assert scheduler.on_trial_result(None, trials[2], {"training_iteration": 1, "score": 0.95}) == CONTINUE
+    restored = make()
+    restored.load_state_bytes(stale)
+    restored.reconcile([TrialRecord("a", Trial.PAUSED, {}, {"training_iteration": 1, "score": 0.5}),
+                        TrialRecord("b", Trial.PAUSED, {}, {"training_iteration": 1, "score": 0.9}),
+                        TrialRecord("c", Trial.RUNNING, {}, {"training_iteration": 1, "score": 0.95})])
+    assert restored.debug_string() == scheduler.debug_string()
+    assert restored._waiting == {"a": 0, "b": 0} and restored._brackets[0].rungs[0].promoted == {"c"}

@@ -326,22 +326,20 @@ class ASHAScheduler(MetricScheduler):
         self._record_last(trial.trial_id, result)
         self._forget(trial.trial_id)
 
-    def _record_last(self, trial_id: str, result: Dict) -> Optional[int]:
-        """Add a known trial's result to the rung it reaches, if not there yet; returns that rung's index."""
+    def _record_last(self, trial_id: str, result: Dict) -> None:
+        """Add a known trial's result to the rung it reaches, if not there yet."""
         if self._metric not in result or self._time_attr not in result or trial_id not in self._bracket_of:
-            return None
+            return
         time, score = self._read(trial_id, result)
         bracket = self._brackets[self._bracket_of[trial_id]]
         index = bracket.rung_for(trial_id, time, self._stop_last_trials)
-        if index is None or score is None:
-            return None
-        bracket.rungs[index].add(trial_id, score)
-        return index
+        if index is not None and score is not None:
+            bracket.rungs[index].add(trial_id, score)
 
     def reconcile(self, table: Sequence[TrialRecord]) -> None:
         """Bring the rungs to Ray's trial table: each trial's last result joins the rung it reached if the
-        restored state lacks it; a trial the table holds PAUSED at a rung waits there for promotion (else Ray's
-        restore would run it on unpromoted); trials the table lacks are forgotten."""
+        restored state lacks it; with the promotion rule, trials wait or count as promoted as the table shows
+        them (see :meth:`_settle_promotion`); trials the table lacks are forgotten."""
         in_table = {record.trial_id for record in table}
         for trial_id in [trial_id for trial_id in self._bracket_of if trial_id not in in_table]:
             self._forget(trial_id)
@@ -351,15 +349,32 @@ class ASHAScheduler(MetricScheduler):
                     continue
                 self._assign(record.trial_id)
             try:
-                index = self._record_last(record.trial_id, record.last_result)
+                self._record_last(record.trial_id, record.last_result)
             except (TypeError, ValueError):  # a malformed result: it raised when reported; nothing to record
                 continue
-            paused = record.status == Trial.PAUSED and self._rule == "promotion" and index is not None
-            if paused and record.trial_id not in self._waiting:
-                self._waiting[record.trial_id] = index
-                self._paused_at[record.trial_id] = self._read(record.trial_id, record.last_result)[0]
             if record.finished:
                 self._forget(record.trial_id)
+            elif self._rule == "promotion":
+                self._settle_promotion(record)
+
+    def _settle_promotion(self, record: TrialRecord) -> None:
+        """A live trial whose last result is the one a rung recorded left that rung's decision: waiting, if the
+        table holds it PAUSED (or PENDING while this state has it waiting: Ray re-queues paused trials on a
+        restore), else Ray's restore would run it on unpromoted; promoted, if it runs on."""
+        trial_id = record.trial_id
+        time, score = self._read(trial_id, record.last_result)
+        rungs = self._brackets[self._bracket_of[trial_id]].rungs
+        index = next((i for i in range(len(rungs) - 1, -1, -1)
+                      if rungs[i].milestone <= time and trial_id in rungs[i].scores), None)
+        if index is None or rungs[index].scores[trial_id] != score:
+            return
+        if record.status == Trial.PAUSED or (record.status == Trial.PENDING and trial_id in self._waiting):
+            if trial_id not in self._waiting:
+                self._waiting[trial_id] = index
+                self._paused_at[trial_id] = time
+        else:
+            self._waiting.pop(trial_id, None)
+            rungs[index].promoted.add(trial_id)
 
     def on_trial_remove(self, tune_controller: "TuneController", trial: Trial) -> None:
         self._forget(trial.trial_id)

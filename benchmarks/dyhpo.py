@@ -432,6 +432,7 @@ def main() -> None:
     parser.add_argument("--crossing-seeds", type=int, default=8, help="crossing families (0: skip them)")
     parser.add_argument("--mlp-seeds", type=int, default=4, help="orders of the MLP pool")
     parser.add_argument("--mlp-configs", type=int, default=48, help="MLP configurations tabulated")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed, first-seed + 1, ...")
     parser.add_argument("--skip-mlp", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--utilization", type=float, default=None, metavar="EPOCH_SECONDS",
@@ -442,6 +443,10 @@ def main() -> None:
                         help="only write the curve tables and ASHA's runs as JSON (for benchmarks/hpo4dl_peer.py)")
     args = parser.parse_args()
     started = time.perf_counter()
+
+    def seeds(count: int) -> range:
+        return range(args.first_seed, args.first_seed + count)
+
     if args.export_problems is not None:
         export_problems(args.export_problems, args.seeds, args.mlp_seeds, args.mlp_configs, args.skip_mlp)
         return
@@ -450,14 +455,14 @@ def main() -> None:
         return
     if not args.skip_mlp:
         space, configs, curves = mlp_table(args.mlp_configs)
-        rows = [compare(space, configs, curves, seed) for seed in range(args.mlp_seeds)]
+        rows = [compare(space, configs, curves, seed) for seed in seeds(args.mlp_seeds)]
         print(table(f"Quickstart MLP (validation error, {len(configs)} configurations x {curves.shape[1]} epochs)",
                     rows), "\n", flush=True)
     if args.seeds:
-        rows = [compare(*synthetic_table(seed), seed) for seed in range(args.seeds)]
+        rows = [compare(*synthetic_table(seed), seed) for seed in seeds(args.seeds)]
         print(table("Synthetic learning curves (150 configurations x 20 epochs)", rows), "\n", flush=True)
     if args.crossing_seeds:
-        rows = [compare(*crossing_table(seed), seed) for seed in range(args.crossing_seeds)]
+        rows = [compare(*crossing_table(seed), seed) for seed in seeds(args.crossing_seeds)]
         print(table("Crossing learning curves (held out; 150 configurations x 20 epochs)", rows), "\n", flush=True)
     if not args.skip_overhead:
         print(overhead())

@@ -73,3 +73,15 @@ def test_features_ignore_unobserved_curve_values_and_warm_start_reuses_weights()
                                warm_start=model.state())
     inputs = partial_rows([np.array([0.5, 0.5])], seen=3, target=4)
     assert torch.allclose(model.predict(*inputs)[0], again.predict(*inputs)[0])
+
+
+def test_short_warm_fits_in_a_row_train_like_one_long_fit():
+    data = rows(np.random.default_rng(3).random((8, 2)), [5] * 8)
+    long = fit_deep_kernel_gp(*data, steps=20, lr=0.002, seed=0)  # small steps: the loss falls at every step,
+    short = fit_deep_kernel_gp(*data, steps=10, lr=0.002, seed=0)  # so each fit ends at its last weights
+    continued = fit_deep_kernel_gp(*data, steps=10, lr=0.002, warm_start=short.state())
+    restarted = fit_deep_kernel_gp(*data, steps=10, lr=0.002, warm_start={**short.state(), "adam": None})
+    assert continued.state()["adam"]["steps"] == 20
+    weights = [torch.cat([p.flatten() for p in m.network.parameters()]) for m in (long, continued, restarted)]
+    assert torch.allclose(weights[0], weights[1])
+    assert not torch.allclose(weights[0], weights[2])

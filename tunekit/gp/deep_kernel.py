@@ -70,8 +70,8 @@ class DeepKernelGP:
     """
 
     def __init__(self, network: CurveFeatures, hyper: GPHyperparameters, features: torch.Tensor,
-                 y_standardized: torch.Tensor, y_mean: float, y_std: float):
-        self.network, self.hyper = network, hyper
+                 y_standardized: torch.Tensor, y_mean: float, y_std: float, optimizer_state: Optional[dict] = None):
+        self.network, self.hyper, self.optimizer_state = network, hyper, optimizer_state
         self.y_mean, self.y_std = y_mean, y_std
         self.gp = GaussianProcess(hyper, features, y_standardized, y_mean, y_std)
 
@@ -108,11 +108,14 @@ class DeepKernelGP:
         with torch.no_grad(), one_thread():
             features = self.network(torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(budget, dtype=DTYPE),
                                     standardized_curves)
-            return DeepKernelGP(self.network, self.hyper, features, y_standardized, y_mean, y_std)
+            return DeepKernelGP(self.network, self.hyper, features, y_standardized, y_mean, y_std,
+                                self.optimizer_state)
 
     def state(self) -> dict:
-        """Network and GP hyperparameter weights, to warm-start the next fit (picklable tensors)."""
-        return {"network": self.network.state_dict(), "hyper": self.hyper.state_dict()}
+        """Network and GP hyperparameter weights and Adam's moments, to continue training in the next fit
+        (picklable tensors)."""
+        return {"network": self.network.state_dict(), "hyper": self.hyper.state_dict(),
+                "adam": self.optimizer_state}
 
 
 def _new_modules(dim: int, seed: int, num_features: int) -> tuple[CurveFeatures, GPHyperparameters]:
@@ -122,32 +125,87 @@ def _new_modules(dim: int, seed: int, num_features: int) -> tuple[CurveFeatures,
     return network, GPHyperparameters("matern52", num_features)
 
 
+class DeepKernelTraining:
+    """Network and GP trained jointly on ``X`` (n, d), ``budget`` (n,), ``curves`` (n, L), targets ``y`` (n,),
+    a few steps at a time: a searcher can spread one fit over several decisions, so no decision pays for all of it.
+
+    Adam runs on -(log marginal likelihood + log prior) of the standardized targets, starting from ``warm_start``
+    (a previous :meth:`DeepKernelGP.state`: weights and Adam's moments, so that fits in a row train like one long
+    fit) when given, else from a network initialised with ``seed``. A step whose kernel matrix cannot be
+    factorised ends training at the last good weights.
+    """
+
+    def __init__(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor, y: torch.Tensor, *,
+                 lr: float = 0.02, warm_start: Optional[dict] = None, seed: int = 0, num_features: int = 8):
+        self._X, self._budget = torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(budget, dtype=DTYPE)
+        self._y, self._y_mean, self._y_std = standardize(torch.as_tensor(y, dtype=DTYPE))
+        self._curves = (torch.as_tensor(curves, dtype=DTYPE) - self._y_mean) / self._y_std
+        self._network, self._hyper = _new_modules(self._X.shape[-1], seed, num_features)
+        if warm_start is not None:
+            self._network.load_state_dict(warm_start["network"])
+            self._hyper.load_state_dict(warm_start["hyper"])
+        parameters = list(self._network.parameters()) + [p for _, p in self._hyper.trainable()]
+        self._optimizer = _Adam(parameters, lr, warm_start.get("adam") if warm_start is not None else None)
+        self._best_loss, self._best_weights = math.inf, None
+        self.steps_done, self.stopped = 0, False
+
+    def advance(self, steps: int) -> None:
+        """Up to ``steps`` Adam steps (none once a step has failed)."""
+        with one_thread():
+            for _ in range(steps):
+                loss = self._evaluate()
+                if loss is None:
+                    return
+                loss.backward()
+                self._optimizer.step()
+                self.steps_done += 1
+
+    def _evaluate(self) -> Optional[torch.Tensor]:
+        """The loss of the current weights, remembered when it is the best so far; None (and stopped) when they
+        cannot be used."""
+        if self.stopped:
+            return None
+        try:
+            loss = self._hyper.negative_log_posterior(self._network(self._X, self._budget, self._curves), self._y)
+        except GPFitError:
+            logger.debug("deep-kernel fit stopped early: kernel matrix not positive definite")
+            loss = None
+        if loss is None or not torch.isfinite(loss):
+            self.stopped = True
+            return None
+        if float(loss.detach()) < self._best_loss:
+            self._best_loss = float(loss.detach())
+            self._best_weights = ({k: v.clone() for k, v in self._network.state_dict().items()},
+                                  {k: v.clone() for k, v in self._hyper.state_dict().items()})
+        return loss
+
+    def result(self) -> DeepKernelGP:
+        """The best weights seen (the current ones included), conditioned on the training data. Raises
+        :class:`~tunekit.gp.model.GPFitError` when not even the starting weights could be used."""
+        with one_thread():
+            with torch.no_grad():
+                self._evaluate()
+            if self._best_weights is None:
+                raise GPFitError(f"deep-kernel GP could not be fitted to {len(self._y)} observations")
+            self._network.load_state_dict(self._best_weights[0])
+            self._hyper.load_state_dict(self._best_weights[1])
+            for parameter in list(self._network.parameters()) + list(self._hyper.parameters()):
+                parameter.requires_grad_(False)
+            with torch.no_grad():
+                features = self._network(self._X, self._budget, self._curves)
+            return DeepKernelGP(self._network, self._hyper, features, self._y, self._y_mean, self._y_std,
+                                self._optimizer.state())
+
+
 def fit_deep_kernel_gp(X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor, y: torch.Tensor, *,
                        steps: int = 100, lr: float = 0.02, warm_start: Optional[dict] = None, seed: int = 0,
                        num_features: int = 8) -> DeepKernelGP:
-    """Train network and GP jointly on ``X`` (n, d), ``budget`` (n,), ``curves`` (n, L), targets ``y`` (n,).
-
-    Adam runs ``steps`` steps on -(log marginal likelihood + log prior) of the standardized targets, starting
-    from ``warm_start`` (a previous :meth:`DeepKernelGP.state`) when given, else from a network initialised
-    with ``seed``; ``steps=0`` only conditions the warm-started model on the data. A step whose kernel matrix
-    cannot be factorised ends training early at the last good weights. Raises
-    :class:`~tunekit.gp.model.GPFitError` only when even the starting weights cannot be used.
-    """
-    X, budget = torch.as_tensor(X, dtype=DTYPE), torch.as_tensor(budget, dtype=DTYPE)
-    curves, y = torch.as_tensor(curves, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE)
-    y_standardized, y_mean, y_std = standardize(y)
-    standardized_curves = (curves - y_mean) / y_std
-    network, hyper = _new_modules(X.shape[-1], seed, num_features)
-    if warm_start is not None:
-        network.load_state_dict(warm_start["network"])
-        hyper.load_state_dict(warm_start["hyper"])
-    with one_thread():
-        _train(network, hyper, X, budget, standardized_curves, y_standardized, steps, lr)
-        for parameter in list(network.parameters()) + list(hyper.parameters()):
-            parameter.requires_grad_(False)
-        with torch.no_grad():
-            features = network(X, budget, standardized_curves)
-        return DeepKernelGP(network, hyper, features, y_standardized, y_mean, y_std)
+    """A :class:`DeepKernelTraining` run for ``steps`` steps at once (``steps=0``: the warm-started model
+    conditioned on the data)."""
+    training = DeepKernelTraining(X, budget, curves, y, lr=lr, warm_start=warm_start, seed=seed,
+                                  num_features=num_features)
+    training.advance(steps)
+    return training.result()
 
 
 class _Adam:
@@ -160,10 +218,22 @@ class _Adam:
 
     BETAS, EPS = (0.9, 0.999), 1e-8
 
-    def __init__(self, parameters: list, lr: float):
-        self.parameters, self.lr, self.steps = parameters, lr, 0
-        self.first = [torch.zeros_like(p) for p in parameters]
-        self.second = [torch.zeros_like(p) for p in parameters]
+    def __init__(self, parameters: list, lr: float, state: Optional[dict] = None):
+        """``state``: a previous :meth:`state` over parameters of the same shapes, to continue its moments."""
+        self.parameters, self.lr = parameters, lr
+        if state is not None and [m.shape for m in state["first"]] == [p.shape for p in parameters]:
+            self.steps = state["steps"]
+            self.first = [m.clone() for m in state["first"]]
+            self.second = [m.clone() for m in state["second"]]
+        else:
+            self.steps = 0
+            self.first = [torch.zeros_like(p) for p in parameters]
+            self.second = [torch.zeros_like(p) for p in parameters]
+
+    def state(self) -> dict:
+        """Step count and moments (copies), to continue in a later fit."""
+        return {"steps": self.steps, "first": [m.clone() for m in self.first],
+                "second": [m.clone() for m in self.second]}
 
     def step(self) -> None:
         """Move every parameter with a gradient; clear the gradients."""
@@ -179,30 +249,3 @@ class _Adam:
                 second.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                 p.addcdiv_(first, second.sqrt() / second_correction + self.EPS, value=-step_size)
                 p.grad = None
-
-
-def _train(network: CurveFeatures, hyper: GPHyperparameters, X: torch.Tensor, budget: torch.Tensor,
-           curves: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> None:
-    """Adam on the negative log posterior, in place; keeps the best weights seen (``steps`` 0: no training)."""
-    if steps <= 0:
-        return
-    optimizer = _Adam(list(network.parameters()) + [p for _, p in hyper.trainable()], lr)
-    best_loss, best_state = math.inf, None
-    for _ in range(steps):
-        try:
-            loss = hyper.negative_log_posterior(network(X, budget, curves), y)
-        except GPFitError:
-            logger.debug("deep-kernel fit stopped early: kernel matrix not positive definite")
-            break
-        if not torch.isfinite(loss):
-            break
-        if float(loss.detach()) < best_loss:
-            best_loss = float(loss.detach())
-            best_state = ({k: v.clone() for k, v in network.state_dict().items()},
-                          {k: v.clone() for k, v in hyper.state_dict().items()})
-        loss.backward()
-        optimizer.step()
-    if best_state is None:
-        raise GPFitError(f"deep-kernel GP could not be fitted to {len(y)} observations")
-    network.load_state_dict(best_state[0])
-    hyper.load_state_dict(best_state[1])

@@ -17,8 +17,10 @@ Designed against the known failure of pure DyHPO (spending the budget on first e
   its worker: pausing it would hand its process to the waiting trial, Ray would cancel the new process, and the
   pool of workers would never grow to ``max_concurrent_trials``;
 - trials running on other workers are excluded and fantasized at their next budget, so N workers spread out;
-- the surrogate sees at most ``MAX_FIT_POINTS`` observations and is refitted (warm) every
-  ``REFIT_EVERY`` observations, only conditioned on new data in between, so decisions stay cheap.
+- the surrogate sees at most ``MAX_FIT_POINTS`` observations and is refitted (warm) every ``REFIT_EVERY``
+  observations, only conditioned on new data in between; once it sees ``MAX_FIT_POINTS``, a refit is spread
+  over decisions, ``REFIT_SLICE`` training steps each, the last weights serving until it is done, so that no
+  decision pays for a whole refit.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ray.tune.search import Searcher
 
 from tunekit._ray_snapshot import TrialRecord
 from tunekit.gp.acquisition import fantasize, log_expected_improvement
-from tunekit.gp.deep_kernel import DeepKernelGP, fit_deep_kernel_gp
+from tunekit.gp.deep_kernel import DeepKernelGP, DeepKernelTraining, fit_deep_kernel_gp
 from tunekit.gp.model import DTYPE, GPFitError, single_threaded
 from tunekit.searchers.base import SpaceSearcher, config_key
 
@@ -51,6 +53,7 @@ MAX_FIT_POINTS = 128
 REFIT_EVERY = 10
 COLD_FIT_STEPS = 100
 WARM_FIT_STEPS = 25
+REFIT_SLICE = 3
 
 RUNNING, PAUSED, DONE, FAILED = "running", "paused", "done", "failed"
 NEW = "new"
@@ -118,6 +121,7 @@ class DyHPOSearch(SpaceSearcher):
         self._dyhpo = DyHPOState()
         self._rng = np.random.default_rng(seed)
         self._model: Optional[DeepKernelGP] = None
+        self._refit: Optional[DeepKernelTraining] = None
         self._cache: Optional[tuple] = None
         self._starting = 0
         self._new_trials_allowed = True
@@ -239,7 +243,7 @@ class DyHPOSearch(SpaceSearcher):
         self._rng.bit_generator.state = state["rng"]
         self.max_epochs, self.max_budget = state["max_epochs"], state["max_budget"]
         self._pool_X = torch.as_tensor(self._space.encode(self._dyhpo.pool), dtype=DTYPE)
-        self._model, self._dyhpo.points_at_fit = None, 0
+        self._model, self._refit, self._dyhpo.points_at_fit = None, None, 0
         self._changed()
 
     # -- what the scheduler asks ----------------------------------------------------------------------------
@@ -449,21 +453,35 @@ class DyHPOSearch(SpaceSearcher):
         return X, budget, curves, torch.as_tensor([-loss for _, _, loss in chosen], dtype=DTYPE)
 
     def _fitted_model(self, points: tuple) -> Optional[DeepKernelGP]:
-        """Warm refit every REFIT_EVERY new observations; in between, the last weights conditioned on the data."""
+        """The surrogate conditioned on ``points``: a cold fit at the first decision; then a warm refit started
+        every REFIT_EVERY new observations, trained at once while the training set is smaller than
+        MAX_FIT_POINTS (cheap, and early decisions need the fresh model), else REFIT_SLICE steps per decision,
+        the last weights serving until it is done."""
         state = self._dyhpo
         observed = sum(len(c.losses) for c in state.curves.values())
-        cold = self._model is None and state.model_weights is None
-        steps = COLD_FIT_STEPS if cold else (WARM_FIT_STEPS if observed - state.points_at_fit >= REFIT_EVERY else 0)
-        if steps == 0 and self._model is not None:
-            self._model = self._model.with_data(*points)
-            return self._model
-        warm = self._model.state() if self._model is not None else state.model_weights
         try:
-            self._model = fit_deep_kernel_gp(*points, steps=steps, warm_start=warm, seed=self._seed or 0)
+            if self._model is None:
+                cold = state.model_weights is None
+                self._model = fit_deep_kernel_gp(*points, steps=COLD_FIT_STEPS if cold else 0,
+                                                 warm_start=state.model_weights, seed=self._seed or 0)
+                if cold:
+                    state.points_at_fit = observed
+                    return self._model
+            if self._refit is None and observed - state.points_at_fit >= REFIT_EVERY:
+                self._refit = DeepKernelTraining(*points, warm_start=self._model.state(), seed=self._seed or 0)
+                state.points_at_fit = observed
+            if self._refit is not None:
+                slice_steps = REFIT_SLICE if len(points[-1]) >= MAX_FIT_POINTS else WARM_FIT_STEPS
+                self._refit.advance(min(slice_steps, WARM_FIT_STEPS - self._refit.steps_done))
+                if self._refit.steps_done >= WARM_FIT_STEPS or self._refit.stopped:
+                    refit, self._refit = self._refit, None
+                    self._model = refit.result()
         except GPFitError as error:
             logger.warning("DyHPO: surrogate fit failed (%s); deciding without it", error)
-            return None
-        state.points_at_fit = observed
+            self._refit = None
+            if self._model is None:
+                return None
+        self._model = self._model.with_data(*points)
         return self._model
 
     def _scores(self, model: DeepKernelGP, candidates: list) -> np.ndarray:

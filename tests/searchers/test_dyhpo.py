@@ -17,7 +17,7 @@ from ray import tune
 
 from tunekit.parameters import Float
 from tunekit.schedulers.dyhpo import DyHPOScheduler
-from tunekit.searchers.dyhpo import DyHPOSearch
+from tunekit.searchers.dyhpo import MAX_KEPT_EPOCHS, DyHPOSearch
 from tunekit.space import Space
 from tunekit.trainables import epoch_trainable, write_hpo4dl_outputs
 
@@ -219,13 +219,15 @@ def test_save_and_restore_round_trip_curves_budget_pool_and_model(tmp_path):
     assert restored.decide() in set(paused) | {"new"}
 
 
-@pytest.mark.parametrize("starting, expected", [(1, ["CONTINUE"] * 5 + ["STOP"]), (0, ["PAUSE"])])
-def test_a_trial_keeps_its_worker_while_ray_starts_a_worker_process_for_another(starting, expected):
-    """Pausing would hand the worker to the waiting trial and Ray would cancel the process it is starting."""
+@pytest.mark.parametrize("starting, expected", [(1, ["CONTINUE"] * MAX_KEPT_EPOCHS + ["PAUSE"]), (0, ["PAUSE"])])
+def test_a_trial_keeps_its_worker_while_ray_starts_a_worker_process_for_another(starting, expected, monkeypatch):
+    """Pausing would hand the worker to the waiting trial and Ray would discard the process it is starting; but
+    only for a few epochs, so that with very short epochs DyHPO's choices still win."""
     searcher = make_searcher(max_budget=40)
     DyHPOScheduler(searcher).set_search_properties(None, None)
     searcher.set_max_concurrency(2)
     assert isinstance(searcher.suggest("t0"), dict) and isinstance(searcher.suggest("t1"), dict)
+    monkeypatch.setattr(searcher, "decide", lambda: "new")  # DyHPO would rather start a new configuration
     searcher.waiting_to_start(1, starting=starting)
     actions = []
     for epoch in range(1, 7):
@@ -233,6 +235,47 @@ def test_a_trial_keeps_its_worker_while_ray_starts_a_worker_process_for_another(
         if actions[-1] != "CONTINUE":
             break
     assert actions == expected
+
+
+class Controller:
+    """What DyHPOScheduler reads of Ray's TuneController: the trials (statuses set by the test)."""
+
+    search_alg = None
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self):
+        return self.trials
+
+
+def test_waiting_past_a_handover_counts_as_waiting_for_a_new_worker_process(monkeypatch):
+    """Only a wait longer than HANDOVER_S (Ray starting a process) keeps reporting trials on their workers, and
+    only until WORKER_START_GRACE_S; the latest trial to wait is named to take a freed worker, since an earlier
+    waiter's own process may be starting already, and Ray would discard it."""
+    from ray.tune.experiment import Trial
+
+    from tunekit.schedulers import dyhpo as dyhpo_scheduler
+
+    clock = [100.0]
+    monkeypatch.setattr(dyhpo_scheduler.time, "monotonic", lambda: clock[0])
+    searcher = make_searcher(max_budget=40)
+    scheduler = DyHPOScheduler(searcher)
+    early, late = Trial("__fake", stub=True), Trial("__fake", stub=True)
+    controller = Controller([early])
+    assert scheduler.choose_trial_to_run(controller) is early and searcher._starting == 0
+    clock[0] += 0.9 * dyhpo_scheduler.HANDOVER_S
+    controller.trials.append(late)
+    assert scheduler.choose_trial_to_run(controller) is late and searcher._starting == 0
+    clock[0] += 0.2 * dyhpo_scheduler.HANDOVER_S
+    assert scheduler.choose_trial_to_run(controller) is late and searcher._starting == 1
+    clock[0] += dyhpo_scheduler.HANDOVER_S
+    assert scheduler.choose_trial_to_run(controller) is late and searcher._starting == 2
+    assert searcher._dyhpo.waiting_to_start == 2
+    clock[0] += dyhpo_scheduler.WORKER_START_GRACE_S - 2.0 * dyhpo_scheduler.HANDOVER_S
+    assert scheduler.choose_trial_to_run(controller) is late and searcher._starting == 1
+    late.set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is early and searcher._starting == 0
 
 
 @pytest.mark.parametrize("name, value", [("max_epochs", 0), ("num_configurations", 1.5), ("max_budget", -3)])

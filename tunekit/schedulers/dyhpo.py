@@ -24,9 +24,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Seconds from the first trial that waited for a worker during which running trials keep their workers while
-#: others wait (so that Ray starts one worker process per concurrent trial); the start-up phase also ends once Ray
-#: has started ``max_concurrent_trials`` trials. Bounded so that a cluster too small for them cannot stop all pauses.
+#: A trial that has waited longer than this for a worker waits for a new worker process: handing it the process
+#: of a trial that paused takes a fraction of a second.
+HANDOVER_S = 1.0
+#: While a trial waits for a new worker process (up to this many seconds of its wait), trials that report keep
+#: their workers (a few epochs at most, see ``DyHPOSearch``): a pause would cache its process for the waiting trial
+#: and Ray would discard the process it is starting, which holds a CPU until it is up; with a pause every second
+#: this went on all run, one worker's CPU lost to discarded starts. Bounded so that a cluster too small for
+#: ``max_concurrent_trials`` cannot stop all pauses.
 WORKER_START_GRACE_S = 30.0
 
 _USAGE = ("use them together: searcher = DyHPOSearch(...); tune.TuneConfig(search_alg=searcher, "
@@ -58,8 +63,7 @@ class DyHPOScheduler(TrialScheduler):
             raise TypeError(f"DyHPOScheduler(searcher={searcher!r}): pass the DyHPOSearch it decides with; {_USAGE}")
         self.searcher = searcher
         self.in_use = False
-        self._first_wait: Optional[float] = None
-        self._start_up_over = False
+        self._pending_since: Dict[str, float] = {}
         self._seen_trials = False
         searcher.scheduler = self
 
@@ -92,22 +96,15 @@ class DyHPOScheduler(TrialScheduler):
 
     def _note_waiting(self, tune_controller: "TuneController") -> list:
         """Tell the searcher whether Ray will create more trials, how many trials wait for a worker, and how many
-        of them wait while Ray may still be starting the worker processes of the run's start-up phase; returns
-        the waiting trials."""
+        of them wait for a worker process Ray is starting; returns the waiting trials, the latest to wait first."""
         search_alg = getattr(tune_controller, "search_alg", None)
         self.searcher.new_trials_allowed(search_alg is None or not search_alg.is_finished())
-        trials = tune_controller.get_trials()
         now = time.monotonic()
-        pending = [trial for trial in trials if trial.status == Trial.PENDING]
-        if pending and self._first_wait is None:
-            self._first_wait = now
-        workers = self.searcher.max_concurrent()
-        started = len(trials) - len(pending)  # a trial that ever left PENDING was placed on a worker
-        self._start_up_over = self._start_up_over or (workers is not None and started >= workers)
-        in_grace = self._first_wait is not None and now - self._first_wait < WORKER_START_GRACE_S
-        starting = in_grace and not self._start_up_over
-        self.searcher.waiting_to_start(len(pending), len(pending) if starting else 0)
-        return pending
+        pending = [trial for trial in tune_controller.get_trials() if trial.status == Trial.PENDING]
+        self._pending_since = {trial.trial_id: self._pending_since.get(trial.trial_id, now) for trial in pending}
+        starting = sum(HANDOVER_S <= now - since < WORKER_START_GRACE_S for since in self._pending_since.values())
+        self.searcher.waiting_to_start(len(pending), starting)
+        return sorted(pending, key=lambda trial: self._pending_since[trial.trial_id], reverse=True)
 
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: Dict) -> None:
         """Nothing to do: Ray tells the searcher too, which records the trial as done."""
@@ -121,8 +118,12 @@ class DyHPOScheduler(TrialScheduler):
     def choose_trial_to_run(self, tune_controller: "TuneController") -> Optional[Trial]:
         """A trial already waiting to start, else the paused trial the searcher resumes, else None.
 
-        Paused trials that can never get budget again (the total budget is spent) are stopped, so the
-        experiment ends.
+        Of the waiting trials the latest to wait is named, so that the process of a trial that just paused goes to
+        it: its own worker request is the least likely to be placed yet, while an earlier waiter's process may be
+        starting, and a process Ray discards while it starts holds its CPU until it is up (with a pause every
+        second, naming the earliest waiter lost one worker's CPU to discarded starts for the rest of the run).
+        Paused trials that can never get budget again (the total budget is spent) are stopped, so the experiment
+        ends.
         """
         pending = self._note_waiting(tune_controller)
         if pending:

@@ -14,8 +14,9 @@ Designed against the known failure of pure DyHPO (spending the budget on first e
 - the trial that just reported competes as a paused trial, and continues without a pause/resume round trip
   when it wins;
 - while other trials wait for a worker process that Ray is still starting, the trial that just reported keeps
-  its worker: pausing it would hand its process to the waiting trial, Ray would cancel the new process, and the
-  pool of workers would never grow to ``max_concurrent_trials``;
+  its worker (at most ``MAX_KEPT_EPOCHS`` epochs in a row against the choice): pausing it would hand its process
+  to the waiting trial, Ray would discard the process it is starting, and the pool of workers would stay below
+  ``max_concurrent_trials``;
 - trials running on other workers are excluded and fantasized at their next budget, so N workers spread out;
 - the surrogate sees at most ``MAX_FIT_POINTS`` observations and is refitted (warm) every ``REFIT_EVERY``
   observations, only conditioned on new data in between; once it sees ``MAX_FIT_POINTS``, a refit is spread
@@ -54,6 +55,9 @@ REFIT_EVERY = 10
 COLD_FIT_STEPS = 100
 WARM_FIT_STEPS = 25
 REFIT_SLICE = 3
+#: Epochs in a row a trial may train against DyHPO's choice while Ray starts a worker process for another (a start
+#: takes a few seconds; with epochs of milliseconds the choices must still win).
+MAX_KEPT_EPOCHS = 4
 
 RUNNING, PAUSED, DONE, FAILED = "running", "paused", "done", "failed"
 NEW = "new"
@@ -124,6 +128,7 @@ class DyHPOSearch(SpaceSearcher):
         self._refit: Optional[DeepKernelTraining] = None
         self._cache: Optional[tuple] = None
         self._starting = 0
+        self._kept: dict = {}
         self._new_trials_allowed = True
         self._version = 0
         self.scheduler = None
@@ -330,8 +335,14 @@ class DyHPOSearch(SpaceSearcher):
 
     def _keeps_worker(self, trial_id: str, choice: Optional[str]) -> bool:
         """Whether the trial that just reported continues: it is the choice, or Ray is still starting a worker
-        process for a waiting trial."""
-        return choice == trial_id or self._starting > 0
+        process for a waiting trial and the trial has not yet trained MAX_KEPT_EPOCHS epochs in a row for that."""
+        kept = self._kept.pop(trial_id, 0)
+        if choice == trial_id:
+            return True
+        if self._starting > 0 and kept < MAX_KEPT_EPOCHS:
+            self._kept[trial_id] = kept + 1
+            return True
+        return False
 
     def choose_paused(self, paused: dict) -> Optional[str]:
         """The paused trial (id among ``paused``, those Ray holds PAUSED) to resume now, or None."""

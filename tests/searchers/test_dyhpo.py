@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import ray.cloudpickle
+import torch
 from ray import tune
 
 from tunekit.parameters import Float
 from tunekit.schedulers.dyhpo import DyHPOScheduler
-from tunekit.searchers.dyhpo import MAX_KEPT_EPOCHS, DyHPOSearch
+from tunekit.searchers.dyhpo import MAX_FIT_POINTS, MAX_KEPT_EPOCHS, DyHPOSearch
 from tunekit.space import Space
 from tunekit.trainables import epoch_trainable, write_hpo4dl_outputs
 
@@ -190,12 +191,12 @@ def test_scheduler_without_its_searcher_is_refused(ray_session, tmp_path):
         tuner.fit()
 
 
-def test_save_and_restore_round_trip_curves_budget_pool_and_model(tmp_path):
-    """Driven as Ray's controller would on one worker (no Ray), then saved and restored into a new searcher."""
-    searcher = make_searcher(max_budget=40)
+def drive(searcher: DyHPOSearch, epochs: int, after_each=lambda: None) -> set:
+    """Drive ``searcher`` as Ray's controller would on one worker (no Ray) for ``epochs`` results of
+    (x - 0.7)^2 + 1/epoch; returns the trials left paused."""
     DyHPOScheduler(searcher).set_search_properties(None, None)
     current, paused = None, set()
-    for number in range(14):
+    for number in range(epochs):
         if current is None:
             config = searcher.suggest(f"t{number}")
             current = f"t{number}" if isinstance(config, dict) else searcher.choose_paused(dict.fromkeys(paused))
@@ -208,6 +209,14 @@ def test_save_and_restore_round_trip_curves_budget_pool_and_model(tmp_path):
         elif action == "STOP":
             searcher.on_trial_complete(current)
         current = current if action == "CONTINUE" else None
+        after_each()
+    return paused
+
+
+def test_save_and_restore_round_trip_curves_budget_pool_and_model(tmp_path):
+    """Driven without Ray, then saved and restored into a new searcher."""
+    searcher = make_searcher(max_budget=40)
+    paused = drive(searcher, 14)
     searcher.save(str(tmp_path / "dyhpo.pkl"))
     restored = make_searcher(max_budget=40)
     DyHPOScheduler(restored).set_search_properties(None, None)
@@ -217,6 +226,25 @@ def test_save_and_restore_round_trip_curves_budget_pool_and_model(tmp_path):
     assert restored._dyhpo.unused == searcher._dyhpo.unused and restored._dyhpo.pool == searcher._dyhpo.pool
     assert restored._dyhpo.model_weights is not None
     assert restored.decide() in set(paused) | {"new"}
+
+
+def test_refits_run_at_once_until_the_fit_set_is_full_then_over_several_decisions():
+    """Early decisions need the fresh model and a small refit is cheap; later no decision pays a whole refit."""
+    searcher = make_searcher(max_budget=None)
+    spread, weights = [], []
+
+    def watch():
+        observed = sum(len(curve.losses) for curve in searcher._dyhpo.curves.values())
+        if searcher._refit is not None:
+            spread.append(observed)
+        if searcher._model is not None:
+            weights.append(searcher._model.state()["network"]["mlp.2.bias"].clone())
+
+    drive(searcher, 200, watch)
+    assert spread and min(spread) >= MAX_FIT_POINTS
+    assert any(later - earlier == 1 for earlier, later in zip(spread, spread[1:])), "a refit spans decisions"
+    changes = [i for i in range(1, len(weights)) if not torch.equal(weights[i], weights[i - 1])]
+    assert changes and max(changes) > MAX_FIT_POINTS, "refits in slices still end in new weights"
 
 
 @pytest.mark.parametrize("starting, expected", [(1, ["CONTINUE"] * MAX_KEPT_EPOCHS + ["PAUSE"]), (0, ["PAUSE"])])

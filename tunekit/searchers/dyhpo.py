@@ -181,6 +181,7 @@ class DyHPOSearch(SpaceSearcher):
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         super().on_trial_complete(trial_id, result, error)
+        self._kept.pop(trial_id, None)
         curve = self._dyhpo.curves.get(trial_id)
         if curve is not None and curve.status not in (DONE, FAILED):
             curve.status = FAILED if error else DONE
@@ -282,10 +283,6 @@ class DyHPOSearch(SpaceSearcher):
         if allowed != self._new_trials_allowed:
             self._new_trials_allowed = allowed
             self._changed()
-
-    def max_concurrent(self) -> Optional[int]:
-        """Ray's ``max_concurrent_trials`` (the number of workers), None when not set."""
-        return self._dyhpo.max_concurrent
 
     def running_count(self) -> int:
         return sum(1 for curve in self._dyhpo.curves.values() if curve.status == RUNNING)

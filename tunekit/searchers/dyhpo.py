@@ -467,15 +467,18 @@ class DyHPOSearch(SpaceSearcher):
         the last weights serving until it is done."""
         state = self._dyhpo
         observed = sum(len(c.losses) for c in state.curves.values())
+        conditioned = False  # whether self._model was made from ``points`` in this call
         try:
             if self._model is None:
                 cold = state.model_weights is None
                 self._model = fit_deep_kernel_gp(*points, steps=COLD_FIT_STEPS if cold else 0,
                                                  warm_start=state.model_weights, seed=self._seed or 0)
+                conditioned = True
                 if cold:
                     state.points_at_fit = observed
                     return self._model
-            if self._refit is None and observed - state.points_at_fit >= REFIT_EVERY:
+            started_now = self._refit is None and observed - state.points_at_fit >= REFIT_EVERY
+            if started_now:
                 self._refit = DeepKernelTraining(*points, warm_start=self._model.state(), seed=self._seed or 0)
                 state.points_at_fit = observed
             if self._refit is not None:
@@ -483,13 +486,14 @@ class DyHPOSearch(SpaceSearcher):
                 self._refit.advance(min(slice_steps, WARM_FIT_STEPS - self._refit.steps_done))
                 if self._refit.steps_done >= WARM_FIT_STEPS or self._refit.stopped:
                     refit, self._refit = self._refit, None
-                    self._model = refit.result()
+                    self._model, conditioned = refit.result(), started_now
         except GPFitError as error:
             logger.warning("DyHPO: surrogate fit failed (%s); deciding without it", error)
             self._refit = None
             if self._model is None:
                 return None
-        self._model = self._model.with_data(*points)
+        if not conditioned:
+            self._model = self._model.with_data(*points)
         return self._model
 
     def _scores(self, model: DeepKernelGP, candidates: list) -> np.ndarray:

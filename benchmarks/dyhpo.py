@@ -413,11 +413,12 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str
             f"{os.getloadavg()[0]:.1f})\n  idle worker-seconds by cause: {idle_breakdown(epochs.rows, started, ended)}")
 
 
-def export_problems(path: Path, seeds: int, mlp_seeds: int, mlp_configs: int, skip_mlp: bool) -> None:
+def export_problems(path: Path, seeds: range, mlp_seeds: range, mlp_configs: int, skip_mlp: bool) -> None:
     """Write every (problem, seed) replayed here, with ASHA's losses in training order, as JSON for peers."""
     problems = []
-    tables = [] if skip_mlp else [("mlp", seed, *mlp_table(mlp_configs)) for seed in range(mlp_seeds)]
-    tables += [("synthetic", seed, *synthetic_table(seed)) for seed in range(seeds)]
+    mlp = None if skip_mlp else mlp_table(mlp_configs)
+    tables = [] if mlp is None else [("mlp", seed, *mlp) for seed in mlp_seeds]
+    tables += [("synthetic", seed, *synthetic_table(seed)) for seed in seeds]
     for name, seed, space, configs, curves in tables:
         order = np.random.default_rng(seed).permutation(len(configs))
         problems.append({"problem": name, "seed": seed, "space": space.to_dict(), "configs": configs,
@@ -448,7 +449,7 @@ def main() -> None:
         return range(args.first_seed, args.first_seed + count)
 
     if args.export_problems is not None:
-        export_problems(args.export_problems, args.seeds, args.mlp_seeds, args.mlp_configs, args.skip_mlp)
+        export_problems(args.export_problems, seeds(args.seeds), seeds(args.mlp_seeds), args.mlp_configs, args.skip_mlp)
         return
     if args.utilization is not None:
         print(utilization(args.utilization, budget=args.utilization_budget))

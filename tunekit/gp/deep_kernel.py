@@ -89,7 +89,14 @@ class DeepKernelGP:
                   gp: Optional[GaussianProcess] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance (n,), (n,) in standardized units; ``gp`` may be a fantasized copy."""
         with torch.no_grad(), one_thread():
-            return (gp or self.gp).posterior(self.features(X, budget, curves))
+            return self.feature_posterior(self.features(X, budget, curves), gp)
+
+    def feature_posterior(self, features: torch.Tensor,
+                          gp: Optional[GaussianProcess] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`posterior` at inputs already mapped by :meth:`features` (a caller may keep features that do
+        not change while the network stays the same)."""
+        with torch.no_grad(), one_thread():
+            return (gp or self.gp).posterior(features)
 
     def predict(self, X: torch.Tensor, budget: torch.Tensor, curves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance (n,), (n,) in ``y``'s units."""

@@ -127,6 +127,7 @@ class DyHPOSearch(SpaceSearcher):
         self._model: Optional[DeepKernelGP] = None
         self._refit: Optional[DeepKernelTraining] = None
         self._cache: Optional[tuple] = None
+        self._pool_features: Optional[tuple] = None  # (network, features of every pool configuration at budget 1)
         self._starting = 0
         self._kept: dict = {}
         self._new_trials_allowed = True
@@ -503,13 +504,16 @@ class DyHPOSearch(SpaceSearcher):
         """
         curves, unused = self._dyhpo.curves, self._dyhpo.unused
         paused = [c for c in candidates if c != NEW]
-        rows = [(curves[c].pool_index, len(curves[c].losses) + 1, curves[c].losses) for c in paused]
-        rows += [(index, 1, []) for index in unused] if NEW in candidates else []
-        X, budget, prefixes = self._inputs(*(list(column) for column in zip(*rows)))
+        budgets = [len(curves[c].losses) + 1 for c in paused]
+        features = [model.features(*self._inputs([curves[c].pool_index for c in paused], budgets,
+                                                 [curves[c].losses for c in paused]))] if paused else []
+        if NEW in candidates:
+            features.append(self._new_features(model)[unused])
+            budgets += [1] * len(unused)
         gp = fantasize(model.gp, self._running_features(model))
-        mean, var = model.posterior(X, budget, prefixes, gp=gp)
+        mean, var = model.feature_posterior(torch.cat(features), gp=gp)
         best_at = self._best_by_budget()
-        best = model.standardize_values(torch.as_tensor([best_at[row[1] - 1] for row in rows]))
+        best = model.standardize_values(torch.as_tensor([best_at[budget - 1] for budget in budgets]))
         log_ei = log_expected_improvement(mean, var, best).numpy()
         scores = dict(zip(paused, log_ei[: len(paused)]))
         if NEW in candidates:
@@ -517,6 +521,15 @@ class DyHPOSearch(SpaceSearcher):
             self._dyhpo.next_new = unused[best_new]
             scores[NEW] = log_ei[len(paused) + best_new]
         return np.asarray([scores[c] for c in candidates])
+
+    def _new_features(self, model: DeepKernelGP) -> torch.Tensor:
+        """Features of every pool configuration at budget 1 (no curve yet): they depend on the network alone,
+        so they are computed once per trained network instead of at every decision."""
+        if self._pool_features is None or self._pool_features[0] is not model.network:
+            size = len(self._dyhpo.pool)
+            features = model.features(*self._inputs(list(range(size)), [1] * size, [[]] * size))
+            self._pool_features = (model.network, features)
+        return self._pool_features[1]
 
     def _running_features(self, model: DeepKernelGP) -> Optional[torch.Tensor]:
         """Features of running trials at their next budget (fantasized so workers spread out)."""

@@ -24,12 +24,14 @@ Reported: best loss after E/4, E/2 and E epochs, and epochs needed to reach A. D
 inside DyHPOSearch (every decision, model refits included) in one synthetic run of 600 epochs.
 
 A last measurement (``--utilization SECONDS``) runs DyHPO in a real ``tune.Tuner`` with 4 concurrent trials whose
-epochs sleep SECONDS, ``--utilization-budget`` epochs in all (80), and reports the share of worker time spent training (over the whole
-``fit`` and between the first epoch's start and the last epoch's end), with the idle worker-seconds by cause.
+epochs sleep SECONDS, ``--utilization-budget`` epochs in all (80), and reports the share of worker time spent
+training (over the whole ``fit`` and between the first epoch's start and the last epoch's end), with the idle
+worker-seconds by cause; ``--utilization-peers`` adds tunekit ASHA and FIFO (every trial trained fully, no
+scheduler) on the same trainable and workers, in the same Ray session.
 
     python benchmarks/dyhpo.py [--seeds 8] [--crossing-seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp]
                                [--skip-overhead]
-    python benchmarks/dyhpo.py --utilization 1.0 [--utilization-budget 80]
+    python benchmarks/dyhpo.py --utilization 1.0 [--utilization-budget 80] [--utilization-peers]
     python benchmarks/dyhpo.py --export-problems PATH   # curve tables + ASHA runs as JSON, for hpo4dl_peer.py
 """
 
@@ -41,6 +43,7 @@ import math
 import platform
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -358,9 +361,10 @@ def idle_breakdown(epochs: list, fit_started: float, fit_ended: float) -> dict:
     return {"workers seen": len(by_pid), **{k: round(v, 1) for k, v in idle.items()}}
 
 
-def fit_sleepy(searcher: DyHPOSearch, scheduler, workers: int, callback) -> tuple:
-    """A real tune.Tuner run of ``sleepy_curve`` epochs with ``workers`` concurrent trials and reused actors;
-    returns its start and end times (``time.time()``)."""
+def fit_sleepy(callback, *, workers: int, search_alg=None, scheduler=None, num_samples: int = -1,
+               param_space: Optional[dict] = None, max_epochs: Optional[int] = None) -> tuple:
+    """A real tune.Tuner run of ``sleepy_curve`` epochs with ``workers`` concurrent trials and reused actors
+    (``max_epochs``: Ray stops each trial there); returns its start and end times (``time.time()``)."""
     import tempfile
 
     from ray import tune
@@ -369,17 +373,25 @@ def fit_sleepy(searcher: DyHPOSearch, scheduler, workers: int, callback) -> tupl
 
     with tempfile.TemporaryDirectory() as storage:
         tuner = tune.Tuner(
-            epoch_trainable(sleepy_curve),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+            epoch_trainable(sleepy_curve), param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                         max_concurrent_trials=workers, reuse_actors=True),
-            run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[callback]))
+            run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[callback],
+                                      stop=None if max_epochs is None else {"training_iteration": max_epochs}))
         started = time.time()
         tuner.fit()
         return started, time.time()
 
 
-def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str:
-    """Share of worker time spent inside epochs in a real tune.Tuner run with ``workers`` concurrent trials."""
+#: Trials ASHA (max_t 10, grace period 1, reduction factor 3) gets per epoch of budget in the utilization run:
+#: about 2.5 epochs per trial, so its total epochs come close to DyHPO's.
+ASHA_TRIALS_PER_EPOCH = 0.4
+
+
+def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80, peers: bool = False) -> str:
+    """Share of worker time spent inside epochs in a real tune.Tuner run with ``workers`` concurrent trials:
+    DyHPO, and with ``peers`` also tunekit ASHA (stopping rule, random search) and full training of every trial
+    without a scheduler (FIFO, Ray's own overhead only) in the same Ray session, one after the other."""
     import os
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -394,23 +406,39 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80) -> str
             self.rows.append((trial.trial_id, result["epoch"], result["epoch_started"], result["epoch_ended"],
                               result["worker_pid"]))
 
+    def line(name: str, epochs: Epochs, started: float, ended: float, extra: str = "") -> str:
+        wall, busy = ended - started, len(epochs.rows) * epoch_seconds
+        first, last = min(row[2] for row in epochs.rows), max(row[3] for row in epochs.rows)
+        in_epochs = sum(row[3] - row[2] for row in epochs.rows)
+        return (f"{name}: {workers} workers, {len(epochs.rows)} epochs of {epoch_seconds:.1f} s in {wall:.1f} s "
+                f"wall: workers busy {100 * busy / (workers * wall):.0f} % of the time, "
+                f"{100 * in_epochs / (workers * (last - first)):.0f} % from the first epoch's start to the last's "
+                f"end (ideal wall {busy / workers:.1f} s{extra}; load average {os.getloadavg()[0]:.1f})\n"
+                f"  idle worker-seconds by cause: {idle_breakdown(epochs.rows, started, ended)}")
+
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    space = Space.from_tune({"x": tune.uniform(0.0, 1.0), "seconds": epoch_seconds})
-    searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=10, max_budget=budget, seed=0)
+    param_space = {"x": tune.uniform(0.0, 1.0), "seconds": epoch_seconds}
+    searcher = DyHPOSearch(space=Space.from_tune(param_space), metric="metric", mode="min", max_epochs=10,
+                           max_budget=budget, seed=0)
     epochs = Epochs()
-    started, ended = fit_sleepy(searcher, DyHPOScheduler(searcher), workers, epochs)
-    ray.shutdown()
-    wall = ended - started
-    busy = searcher._dyhpo.spent * epoch_seconds
+    started, ended = fit_sleepy(epochs, workers=workers, search_alg=searcher, scheduler=DyHPOScheduler(searcher))
     decisions = np.array(searcher._dyhpo.decision_seconds) * 1000
-    first, last = min(row[2] for row in epochs.rows), max(row[3] for row in epochs.rows)
-    in_epochs = sum(row[3] - row[2] for row in epochs.rows)
-    return (f"Utilization: {workers} workers, {searcher._dyhpo.spent} epochs of {epoch_seconds:.1f} s in "
-            f"{wall:.1f} s wall: workers busy {100 * busy / (workers * wall):.0f} % of the time, "
-            f"{100 * in_epochs / (workers * (last - first)):.0f} % from the first epoch's start to the last's end "
-            f"(ideal wall {busy / workers:.1f} s; decisions {searcher._dyhpo.counts}; decision time "
-            f"{decisions.sum() / 1000:.1f} s in all, max {decisions.max():.0f} ms; load average "
-            f"{os.getloadavg()[0]:.1f})\n  idle worker-seconds by cause: {idle_breakdown(epochs.rows, started, ended)}")
+    lines = [line("DyHPO", epochs, started, ended,
+                  f"; decisions {searcher._dyhpo.counts}; decision time {decisions.sum() / 1000:.1f} s in all, "
+                  f"mean {decisions.mean():.0f} ms, max {decisions.max():.0f} ms")]
+    if peers:
+        np.random.seed(0)
+        asha = ASHAScheduler(metric="metric", mode="min", max_t=10, grace_period=1, reduction_factor=3)
+        epochs = Epochs()
+        started, ended = fit_sleepy(epochs, workers=workers, scheduler=asha, param_space=param_space,
+                                    num_samples=round(budget * ASHA_TRIALS_PER_EPOCH))
+        lines.append(line("ASHA (stopping rule, random search)", epochs, started, ended))
+        epochs = Epochs()
+        started, ended = fit_sleepy(epochs, workers=workers, param_space=param_space, num_samples=budget // 10,
+                                    max_epochs=10)
+        lines.append(line("FIFO (every trial trained 10 epochs, no scheduler)", epochs, started, ended))
+    ray.shutdown()
+    return "\n".join(lines)
 
 
 def export_problems(path: Path, seeds: range, mlp_seeds: range, mlp_configs: int, skip_mlp: bool) -> None:
@@ -440,6 +468,8 @@ def main() -> None:
                         help="only the 4-worker Ray utilization run, with epochs of this many seconds")
     parser.add_argument("--utilization-budget", type=int, default=80, metavar="EPOCHS",
                         help="total epochs of the utilization run")
+    parser.add_argument("--utilization-peers", action="store_true",
+                        help="also run tunekit ASHA and FIFO (no scheduler) on the same trainable and workers")
     parser.add_argument("--export-problems", type=Path, default=None, metavar="PATH",
                         help="only write the curve tables and ASHA's runs as JSON (for benchmarks/hpo4dl_peer.py)")
     args = parser.parse_args()
@@ -452,7 +482,7 @@ def main() -> None:
         export_problems(args.export_problems, seeds(args.seeds), seeds(args.mlp_seeds), args.mlp_configs, args.skip_mlp)
         return
     if args.utilization is not None:
-        print(utilization(args.utilization, budget=args.utilization_budget))
+        print(utilization(args.utilization, budget=args.utilization_budget, peers=args.utilization_peers))
         return
     if not args.skip_mlp:
         space, configs, curves = mlp_table(args.mlp_configs)

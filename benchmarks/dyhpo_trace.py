@@ -86,7 +86,8 @@ def main() -> None:
     searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=10, max_budget=args.budget, seed=0)
     sampler = Sampler(searcher)
     threading.Thread(target=sampler.sample, daemon=True).start()
-    started, ended = bench.fit_sleepy(searcher, ProbedScheduler(searcher), WORKERS, sampler)
+    started, ended = bench.fit_sleepy(sampler, workers=WORKERS, search_alg=searcher,
+                                     scheduler=ProbedScheduler(searcher))
     sampler.stop = True
     wall = ended - started
     busy = sum(end - start for _, _, start, end, _ in sampler.epochs)

@@ -247,6 +247,24 @@ def test_refits_run_at_once_until_the_fit_set_is_full_then_over_several_decision
     assert changes and max(changes) > MAX_FIT_POINTS, "refits in slices still end in new weights"
 
 
+def test_keeping_the_pools_features_between_decisions_changes_no_decision(monkeypatch):
+    """The unused configurations' features are kept per trained network; every refit's new network must
+    replace them, so the search goes exactly as when they are recomputed at every decision."""
+
+    def curves(recompute: bool) -> dict:
+        searcher = make_searcher(max_budget=None)
+        if recompute:
+            def fresh(model):
+                size = len(searcher._dyhpo.pool)
+                return model.features(*searcher._inputs(list(range(size)), [1] * size, [[]] * size))
+            monkeypatch.setattr(searcher, "_new_features", fresh)
+        drive(searcher, 80)
+        return {tid: curve.losses for tid, curve in searcher._dyhpo.curves.items()}
+
+    kept = curves(recompute=False)
+    assert len(kept) >= 10 and kept == curves(recompute=True)
+
+
 @pytest.mark.parametrize("starting, expected", [(1, ["CONTINUE"] * MAX_KEPT_EPOCHS + ["PAUSE"]), (0, ["PAUSE"])])
 def test_a_trial_keeps_its_worker_while_ray_starts_a_worker_process_for_another(starting, expected, monkeypatch):
     """Pausing would hand the worker to the waiting trial and Ray would discard the process it is starting; but

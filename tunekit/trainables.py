@@ -255,12 +255,14 @@ def epoch_trainable(objective: Callable[..., Any], *, checkpoint_dir_name: str =
 
 
 def _restore_epoch_state(work: Path) -> list[dict]:
-    """Copy the trial's Ray checkpoint (if any) into ``work``; return its history (``epoch``/``metric`` rows)."""
+    """Copy the trial's Ray checkpoint (if any) into ``work``; return its history (``epoch``/``metric`` rows).
+
+    Downloaded straight into ``work``: ``as_directory`` would first copy a checkpoint on remote storage to a
+    temporary folder, one more full copy of the objective's files at every resume."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return []
-    with checkpoint.as_directory() as directory:
-        shutil.copytree(directory, work, dirs_exist_ok=True)
+    checkpoint.to_directory(str(work))
     return json.loads((work / EPOCH_FILE).read_text())
 
 

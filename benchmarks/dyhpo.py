@@ -15,6 +15,8 @@ instead of hours of training:
    chosen on it): curves that cross (fast starters plateau high, slow starters end low), a categorical learning
    rate schedule that trades early speed for a lower end, noise that grows with the learning rate, and runs
    that diverge.
+4. ``powerlaw`` (``--powerlaw-seeds``, off by default): a second held-out family, 30 epochs, added in the fifth
+   session: power-law convergence, runs that start learning late, runs that overfit.
 
 Per seed, ASHA (grace_period 1, reduction_factor 3, max_t = max_epochs) runs over the whole pool in a random
 order; its total epochs E and its best loss A set the budget: DyHPO, ASHA with the promotion rule (same
@@ -29,7 +31,7 @@ training (over the whole ``fit`` and between the first epoch's start and the las
 worker-seconds by cause; ``--utilization-peers`` adds tunekit ASHA and FIFO (every trial trained fully, no
 scheduler) on the same trainable and workers, in the same Ray session.
 
-    python benchmarks/dyhpo.py [--seeds 8] [--crossing-seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp]
+    python benchmarks/dyhpo.py [--seeds 8] [--crossing-seeds 8] [--powerlaw-seeds 8] [--mlp-seeds 6] [--mlp-configs 96] [--skip-mlp]
                                [--skip-overhead]
     python benchmarks/dyhpo.py --utilization 1.0 [--utilization-budget 80] [--utilization-peers]
     python benchmarks/dyhpo.py --export-problems PATH   # curve tables + ASHA runs as JSON, for hpo4dl_peer.py
@@ -51,7 +53,7 @@ import torch
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from tunekit.parameters import Categorical, Float
+from tunekit.parameters import Categorical, Float, Int
 from tunekit.schedulers.asha import ASHAScheduler
 from tunekit.schedulers.dyhpo import DyHPOScheduler
 from tunekit.searchers.dyhpo import DyHPOSearch
@@ -152,6 +154,43 @@ def crossing_table(seed: int, num_configs: int = 150, max_epochs: int = 20) -> t
     curves[mask] = 0.9 + rng.normal(0.0, 0.02, mask.sum())
     return space, configs, np.clip(curves, 0.0, 1.0)
 
+
+
+def powerlaw_table(seed: int, num_configs: int = 200, max_epochs: int = 30) -> tuple:
+    """A second held-out family, added after every DyHPO setting was chosen: power-law curves over 30 epochs.
+
+    loss(e) = final + (0.9 - final) (1 + e / tau)^(-2 alpha) + noise: ``final`` is a random bowl over the learning
+    rate and dropout plus batch size, optimizer and depth terms; a higher learning rate converges faster (alpha);
+    15 % of the runs stay near 0.9 for a random 3-11 epochs before learning, and most runs with dropout below 0.15
+    overfit (their loss rises linearly from a random epoch on).
+    """
+    rng = np.random.default_rng(50_000 + seed)
+    space = Space([Float("lr", 1e-4, 1e-1, log=True), Int("batch", 16, 512, log=True), Float("dropout", 0.0, 0.6),
+                   Categorical("optimizer", ("sgd", "adam", "adamw")), Int("layers", 1, 5)])
+    configs = space.sample(num_configs, seed=seed)
+    X = space.encode(configs)
+    lr, batch, dropout, layers = X[:, 0], X[:, 1], X[:, 2], X[:, -1]
+    optimizer = np.array([{"sgd": 0.04, "adam": 0.0, "adamw": -0.01}[c["optimizer"]] for c in configs])
+    best_lr, best_dropout = rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.6)
+    final = (0.08 + 0.6 * (lr - best_lr) ** 2 + 0.15 * (dropout - best_dropout) ** 2 + 0.05 * batch + optimizer
+             + 0.02 * np.abs(layers - 0.5))
+    alpha = 0.4 + 1.6 * lr * rng.uniform(0.6, 1.4, num_configs)
+    tau = rng.uniform(0.5, 3.0, num_configs)
+    epochs = np.arange(1, max_epochs + 1)
+
+    def approach(elapsed: np.ndarray) -> np.ndarray:
+        return final[:, None] + (0.9 - final[:, None]) * (1 + elapsed / tau[:, None]) ** (-2 * alpha[:, None])
+
+    delayed = rng.random(num_configs) < 0.15
+    start = rng.integers(3, 12, num_configs)
+    curves = np.where(delayed[:, None], approach(np.clip(epochs[None, :] - start[:, None], 0, None)),
+                      approach(epochs[None, :]))
+    overfits = (dropout < 0.15) & (rng.random(num_configs) < 0.6)
+    rise = rng.uniform(0.002, 0.01, num_configs)
+    turn = rng.integers(8, 20, num_configs)
+    curves += (overfits * rise)[:, None] * np.clip(epochs[None, :] - turn[:, None], 0, None)
+    curves += rng.normal(0.0, 0.006, curves.shape)
+    return space, configs, np.clip(curves, 0.0, 1.0)
 
 # -- replays ------------------------------------------------------------------------------------------------
 def run_random(curves: np.ndarray, order: np.ndarray, budget: int) -> list:
@@ -459,6 +498,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=8, help="synthetic families (0: skip them)")
     parser.add_argument("--crossing-seeds", type=int, default=8, help="crossing families (0: skip them)")
+    parser.add_argument("--powerlaw-seeds", type=int, default=0, help="power-law families (held out too; 0: skip them)")
     parser.add_argument("--mlp-seeds", type=int, default=4, help="orders of the MLP pool")
     parser.add_argument("--mlp-configs", type=int, default=48, help="MLP configurations tabulated")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed, first-seed + 1, ...")
@@ -495,6 +535,9 @@ def main() -> None:
     if args.crossing_seeds:
         rows = [compare(*crossing_table(seed), seed) for seed in seeds(args.crossing_seeds)]
         print(table("Crossing learning curves (held out; 150 configurations x 20 epochs)", rows), "\n", flush=True)
+    if args.powerlaw_seeds:
+        rows = [compare(*powerlaw_table(seed), seed) for seed in seeds(args.powerlaw_seeds)]
+        print(table("Power-law learning curves (held out; 200 configurations x 30 epochs)", rows), "\n", flush=True)
     if not args.skip_overhead:
         print(overhead())
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")

@@ -95,7 +95,6 @@ PROBLEMS = {
 }
 
 
-
 def _rosenbrock(x: np.ndarray) -> float:
     return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
 
@@ -146,14 +145,14 @@ VALIDATION_PROBLEMS = {p.name: p for p in [
     _box("michalewicz5", 5, 0.0, math.pi, _michalewicz, -4.687658),
     _box("rastrigin4", 4, -5.12, 5.12, _rastrigin, 0.0),
     _box("levy20", 20, -10.0, 10.0, _levy, 0.0),
-    Problem("hartmann6_noisy", Space([Float(f"x{i}", 0.0, 1.0) for i in range(6)]), _noisy_hartmann6,
-            -3.32236801141551),
+    Problem("hartmann6_noisy", PROBLEMS["hartmann6"].space, _noisy_hartmann6, PROBLEMS["hartmann6"].optimum),
     Problem("integer_categorical", Space([Int("units", 0, 20), Int("batch", 1, 256, log=True),
                                           Ordinal("heads", (1, 2, 4, 8, 16)),
                                           Categorical("optimizer", tuple(_OPTIMIZER_OFFSET))]),
             _integer_categorical, 0.0),
 ]}
 ALL_PROBLEMS = {**PROBLEMS, **VALIDATION_PROBLEMS}
+
 
 # -- methods: each returns (losses in evaluation order, (wall, CPU) seconds per suggestion after the design) ----
 def _clock() -> tuple[float, float]:
@@ -387,8 +386,7 @@ def table(paths: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS),
-                        choices=list(ALL_PROBLEMS))
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(ALL_PROBLEMS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here")

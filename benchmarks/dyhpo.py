@@ -155,7 +155,6 @@ def crossing_table(seed: int, num_configs: int = 150, max_epochs: int = 20) -> t
     return space, configs, np.clip(curves, 0.0, 1.0)
 
 
-
 def powerlaw_table(seed: int, num_configs: int = 200, max_epochs: int = 30) -> tuple:
     """A second held-out family, added after every DyHPO setting was chosen: power-law curves over 30 epochs.
 
@@ -191,6 +190,7 @@ def powerlaw_table(seed: int, num_configs: int = 200, max_epochs: int = 30) -> t
     curves += (overfits * rise)[:, None] * np.clip(epochs[None, :] - turn[:, None], 0, None)
     curves += rng.normal(0.0, 0.006, curves.shape)
     return space, configs, np.clip(curves, 0.0, 1.0)
+
 
 # -- replays ------------------------------------------------------------------------------------------------
 def run_random(curves: np.ndarray, order: np.ndarray, budget: int) -> list:
@@ -422,8 +422,10 @@ def fit_sleepy(callback, *, workers: int, search_alg=None, scheduler=None, num_s
         return started, time.time()
 
 
-#: Trials ASHA (max_t 10, grace period 1, reduction factor 3) gets per epoch of budget in the utilization run:
-#: its trials train about 3 epochs each there (456 and 493 epochs for 160 trials), close to DyHPO's 400.
+#: Epochs per trial at most in the utilization run (DyHPO's ``max_epochs``, ASHA's ``max_t``, FIFO's full training).
+UTILIZATION_MAX_EPOCHS = 10
+#: Trials ASHA (grace period 1, reduction factor 3) gets per epoch of budget in the utilization run: its trials
+#: train about 3 epochs each there (456 and 493 epochs for 160 trials), close to DyHPO's 400.
 ASHA_TRIALS_PER_EPOCH = 0.4
 
 
@@ -457,8 +459,8 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80, peers:
 
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     param_space = {"x": tune.uniform(0.0, 1.0), "seconds": epoch_seconds}
-    searcher = DyHPOSearch(space=Space.from_tune(param_space), metric="metric", mode="min", max_epochs=10,
-                           max_budget=budget, seed=0)
+    searcher = DyHPOSearch(space=Space.from_tune(param_space), metric="metric", mode="min",
+                           max_epochs=UTILIZATION_MAX_EPOCHS, max_budget=budget, seed=0)
     epochs = Epochs()
     started, ended = fit_sleepy(epochs, workers=workers, search_alg=searcher, scheduler=DyHPOScheduler(searcher))
     decisions = np.array(searcher._dyhpo.decision_seconds) * 1000
@@ -467,15 +469,17 @@ def utilization(epoch_seconds: float, workers: int = 4, budget: int = 80, peers:
                   f"mean {decisions.mean():.0f} ms, max {decisions.max():.0f} ms")]
     if peers:
         np.random.seed(0)
-        asha = ASHAScheduler(metric="metric", mode="min", max_t=10, grace_period=1, reduction_factor=3)
+        asha = ASHAScheduler(metric="metric", mode="min", max_t=UTILIZATION_MAX_EPOCHS, grace_period=1,
+                             reduction_factor=3)
         epochs = Epochs()
         started, ended = fit_sleepy(epochs, workers=workers, scheduler=asha, param_space=param_space,
                                     num_samples=round(budget * ASHA_TRIALS_PER_EPOCH))
         lines.append(line("ASHA (stopping rule, random search)", epochs, started, ended))
         epochs = Epochs()
-        started, ended = fit_sleepy(epochs, workers=workers, param_space=param_space, num_samples=budget // 10,
-                                    max_epochs=10)
-        lines.append(line("FIFO (every trial trained 10 epochs, no scheduler)", epochs, started, ended))
+        started, ended = fit_sleepy(epochs, workers=workers, param_space=param_space,
+                                    num_samples=budget // UTILIZATION_MAX_EPOCHS, max_epochs=UTILIZATION_MAX_EPOCHS)
+        lines.append(line(f"FIFO (every trial trained {UTILIZATION_MAX_EPOCHS} epochs, no scheduler)", epochs,
+                          started, ended))
     ray.shutdown()
     return "\n".join(lines)
 

@@ -83,7 +83,8 @@ def main() -> None:
     ray.cloudpickle.register_pickle_by_value(bench)  # the workers cannot import the benchmarks folder
     ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False, configure_logging=False)
     space = Space.from_tune({"x": tune.uniform(0.0, 1.0), "seconds": args.epoch_seconds})
-    searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=10, max_budget=args.budget, seed=0)
+    searcher = DyHPOSearch(space=space, metric="metric", mode="min", max_epochs=bench.UTILIZATION_MAX_EPOCHS,
+                           max_budget=args.budget, seed=0)
     sampler = Sampler(searcher)
     threading.Thread(target=sampler.sample, daemon=True).start()
     started, ended = bench.fit_sleepy(sampler, workers=WORKERS, search_alg=searcher,

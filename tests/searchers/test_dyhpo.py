@@ -254,9 +254,11 @@ def test_keeping_the_pools_features_between_decisions_changes_no_decision(monkey
     def curves(recompute: bool) -> dict:
         searcher = make_searcher(max_budget=None)
         if recompute:
+            kept_features = searcher._new_features
+
             def fresh(model):
-                size = len(searcher._dyhpo.pool)
-                return model.features(*searcher._inputs(list(range(size)), [1] * size, [[]] * size))
+                searcher._pool_features = None  # forget the kept features: computed anew at every decision
+                return kept_features(model)
             monkeypatch.setattr(searcher, "_new_features", fresh)
         drive(searcher, 80)
         return {tid: curve.losses for tid, curve in searcher._dyhpo.curves.items()}
